@@ -1,0 +1,477 @@
+//! Batching: records become per-series fragments, fragments become push
+//! messages.
+//!
+//! A fragment holds up to `fragment_size` consecutive entries of one
+//! series; a message holds fragments of different series for one lane.
+//! Each series is bound to one lane (by id), and each lane sends one
+//! message at a time, so two fragments of a series are never in flight at
+//! once and per-series order is kept (Prometheus rejects out-of-order
+//! samples).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::checksum::{self, Digest};
+use crate::manifest::{FragmentMeta, SeriesKey};
+use crate::record::Mode;
+
+/// A series known to the pusher.
+#[derive(Debug)]
+pub struct Series {
+    pub key: Arc<SeriesKey>,
+    /// The Loki `labels` string, computed once.
+    pub selector: String,
+    pub lane: usize,
+}
+
+/// Entries of one fragment, stored without per-entry allocation.
+#[derive(Debug)]
+pub enum Entries {
+    /// Log lines concatenated in `data`; line i is `data[ends[i-1]..ends[i]]`.
+    Lines {
+        data: Vec<u8>,
+        ends: Vec<u32>,
+    },
+    Values(Vec<f64>),
+}
+
+/// Up to `fragment_size` consecutive entries of one series.
+#[derive(Debug)]
+pub struct Fragment {
+    pub series: Arc<Series>,
+    pub ts: Vec<i64>,
+    pub entries: Entries,
+    pub digest: Digest,
+    digest12: Digest,
+    step: Option<i64>,
+    steady: bool,
+    pub opened: Instant,
+}
+
+impl Fragment {
+    fn new(series: Arc<Series>, mode: Mode, cap: usize) -> Fragment {
+        let entries = match mode {
+            Mode::Logs => Entries::Lines {
+                data: Vec::with_capacity(cap * 64),
+                ends: Vec::with_capacity(cap),
+            },
+            Mode::Metrics => Entries::Values(Vec::with_capacity(cap)),
+        };
+        Fragment {
+            series,
+            ts: Vec::with_capacity(cap),
+            entries,
+            digest: Digest::default(),
+            digest12: Digest::default(),
+            step: None,
+            steady: true,
+            opened: Instant::now(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Payload bytes (line bytes, or 16 per sample).
+    pub fn bytes(&self) -> usize {
+        match &self.entries {
+            Entries::Lines { data, .. } => data.len(),
+            Entries::Values(v) => v.len() * 16,
+        }
+    }
+
+    fn note_ts(&mut self, ts: i64) {
+        if let Some(&prev) = self.ts.last() {
+            let d = ts - prev;
+            match self.step {
+                None => self.step = Some(d),
+                Some(s) if s != d => self.steady = false,
+                _ => {}
+            }
+        }
+        self.ts.push(ts);
+    }
+
+    fn push_line(&mut self, ts: i64, line: &str) {
+        self.note_ts(ts);
+        self.digest.add(checksum::log_entry(ts, line.as_bytes()));
+        if let Entries::Lines { data, ends } = &mut self.entries {
+            data.extend_from_slice(line.as_bytes());
+            ends.push(data.len() as u32);
+        }
+    }
+
+    fn push_value(&mut self, ts: i64, value: f64) {
+        self.note_ts(ts);
+        self.digest.add(checksum::metric_sample(ts, value));
+        self.digest12.add(checksum::metric_sample_12(ts, value));
+        if let Entries::Values(v) = &mut self.entries {
+            v.push(value);
+        }
+    }
+
+    /// Iterates (ts, line) of a log fragment.
+    pub fn lines(&self) -> impl Iterator<Item = (i64, &str)> {
+        let (data, ends): (&[u8], &[u32]) = match &self.entries {
+            Entries::Lines { data, ends } => (data, ends),
+            Entries::Values(_) => (&[], &[]),
+        };
+        let mut start = 0usize;
+        self.ts.iter().zip(ends.iter()).map(move |(&ts, &end)| {
+            let s = &data[start..end as usize];
+            start = end as usize;
+            // Lines were pushed as &str, so every slice is valid UTF-8.
+            (ts, std::str::from_utf8(s).unwrap_or_default())
+        })
+    }
+
+    /// Iterates (ts, value) of a metric fragment.
+    pub fn samples(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
+        let vals: &[f64] = match &self.entries {
+            Entries::Values(v) => v,
+            Entries::Lines { .. } => &[],
+        };
+        self.ts.iter().copied().zip(vals.iter().copied())
+    }
+
+    pub fn meta(&self, id: u64, mode: Mode) -> FragmentMeta {
+        FragmentMeta {
+            id,
+            series: self.series.key.clone(),
+            digest: self.digest,
+            digest12: (mode == Mode::Metrics).then_some(self.digest12.sum),
+            first_ts: self.ts.first().copied().unwrap_or(0),
+            last_ts: self.ts.last().copied().unwrap_or(0),
+            step: if self.steady && self.ts.len() > 1 {
+                self.step
+            } else {
+                None
+            },
+            bytes: self.bytes() as u64,
+        }
+    }
+}
+
+/// A full message ready to encode: fragments of one lane.
+#[derive(Debug)]
+pub struct Batch {
+    pub lane: usize,
+    pub fragments: Vec<Fragment>,
+    pub metas: Vec<FragmentMeta>,
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+/// Limits that close fragments and messages.
+#[derive(Debug, Clone)]
+pub struct BatchLimits {
+    pub fragment_size: usize,
+    pub fragments_per_message: usize,
+    pub max_message_bytes: usize,
+    pub linger: Duration,
+}
+
+struct LaneBuilder {
+    fragments: Vec<Fragment>,
+    metas: Vec<FragmentMeta>,
+    entries: usize,
+    bytes: usize,
+    opened: Instant,
+}
+
+/// Groups entries into fragments and fragments into per-lane messages.
+pub struct Batcher {
+    mode: Mode,
+    limits: BatchLimits,
+    open: Vec<Option<Fragment>>,
+    lanes: Vec<LaneBuilder>,
+    next_id: u64,
+    /// Bytes of protobuf/JSON overhead counted per entry, so the message
+    /// byte limit holds for the encoded request, not just the payload.
+    per_entry_overhead: usize,
+    last_sweep: Instant,
+}
+
+impl Batcher {
+    pub fn new(mode: Mode, limits: BatchLimits, lanes: usize) -> Batcher {
+        Batcher {
+            mode,
+            per_entry_overhead: match mode {
+                Mode::Logs => 32,
+                Mode::Metrics => 24,
+            },
+            limits,
+            open: Vec::new(),
+            lanes: (0..lanes.max(1))
+                .map(|_| LaneBuilder {
+                    fragments: Vec::new(),
+                    metas: Vec::new(),
+                    entries: 0,
+                    bytes: 0,
+                    opened: Instant::now(),
+                })
+                .collect(),
+            next_id: 1,
+            last_sweep: Instant::now(),
+        }
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Adds a log line; `out` receives any batch that became full.
+    pub fn push_line(
+        &mut self,
+        series: &Arc<Series>,
+        id: u32,
+        ts: i64,
+        line: &str,
+        out: &mut Vec<Batch>,
+    ) {
+        let frag = self.fragment_for(series, id);
+        frag.push_line(ts, line);
+        self.after_push(id, out);
+    }
+
+    pub fn push_value(
+        &mut self,
+        series: &Arc<Series>,
+        id: u32,
+        ts: i64,
+        value: f64,
+        out: &mut Vec<Batch>,
+    ) {
+        let frag = self.fragment_for(series, id);
+        frag.push_value(ts, value);
+        self.after_push(id, out);
+    }
+
+    fn fragment_for(&mut self, series: &Arc<Series>, id: u32) -> &mut Fragment {
+        let idx = id as usize;
+        if idx >= self.open.len() {
+            self.open.resize_with(idx + 1, || None);
+        }
+        let (mode, cap) = (self.mode, self.limits.fragment_size.min(4096));
+        self.open[idx].get_or_insert_with(|| Fragment::new(series.clone(), mode, cap))
+    }
+
+    fn after_push(&mut self, id: u32, out: &mut Vec<Batch>) {
+        let idx = id as usize;
+        let full = match &self.open[idx] {
+            Some(f) => {
+                f.len() >= self.limits.fragment_size
+                    || self.encoded_estimate(f) >= self.limits.max_message_bytes / 2
+            }
+            None => false,
+        };
+        if full {
+            if let Some(f) = self.open[idx].take() {
+                self.seal_fragment(f, out);
+            }
+        }
+    }
+
+    fn encoded_estimate(&self, f: &Fragment) -> usize {
+        f.bytes() + f.len() * self.per_entry_overhead + f.series.selector.len() + 16
+    }
+
+    fn seal_fragment(&mut self, f: Fragment, out: &mut Vec<Batch>) {
+        let lane = f.series.lane % self.lanes.len();
+        let size = self.encoded_estimate(&f);
+        let over_bytes = {
+            let b = &self.lanes[lane];
+            !b.fragments.is_empty() && b.bytes + size > self.limits.max_message_bytes
+        };
+        if over_bytes {
+            self.seal_lane(lane, out);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let meta = f.meta(id, self.mode);
+        let b = &mut self.lanes[lane];
+        if b.fragments.is_empty() {
+            b.opened = Instant::now();
+        }
+        b.entries += f.len();
+        b.bytes += size;
+        b.fragments.push(f);
+        b.metas.push(meta);
+        if b.fragments.len() >= self.limits.fragments_per_message {
+            self.seal_lane(lane, out);
+        }
+    }
+
+    fn seal_lane(&mut self, lane: usize, out: &mut Vec<Batch>) {
+        let b = &mut self.lanes[lane];
+        if b.fragments.is_empty() {
+            return;
+        }
+        out.push(Batch {
+            lane,
+            fragments: std::mem::take(&mut b.fragments),
+            metas: std::mem::take(&mut b.metas),
+            entries: std::mem::take(&mut b.entries),
+            bytes: std::mem::take(&mut b.bytes),
+        });
+    }
+
+    /// Closes fragments and messages older than the linger time, so slow
+    /// streams still go out. Cheap to call often: it scans at most every
+    /// quarter linger.
+    pub fn sweep(&mut self, now: Instant, out: &mut Vec<Batch>) {
+        let linger = self.limits.linger;
+        if now.duration_since(self.last_sweep) < linger / 4 {
+            return;
+        }
+        self.last_sweep = now;
+        for idx in 0..self.open.len() {
+            let old = matches!(&self.open[idx], Some(f) if now.duration_since(f.opened) >= linger);
+            if old {
+                if let Some(f) = self.open[idx].take() {
+                    self.seal_fragment(f, out);
+                }
+            }
+        }
+        for lane in 0..self.lanes.len() {
+            let b = &self.lanes[lane];
+            if !b.fragments.is_empty() && now.duration_since(b.opened) >= linger {
+                self.seal_lane(lane, out);
+            }
+        }
+    }
+
+    /// Closes everything (end of input).
+    pub fn flush(&mut self, out: &mut Vec<Batch>) {
+        for idx in 0..self.open.len() {
+            if let Some(f) = self.open[idx].take() {
+                self.seal_fragment(f, out);
+            }
+        }
+        for lane in 0..self.lanes.len() {
+            self.seal_lane(lane, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::LabelSet;
+
+    fn series(name: &str, lane: usize) -> Arc<Series> {
+        let labels = LabelSet::new(vec![("s".into(), name.into())]).unwrap();
+        Arc::new(Series {
+            selector: labels.to_selector(),
+            key: Arc::new(SeriesKey::new(labels)),
+            lane,
+        })
+    }
+
+    fn limits(fragment_size: usize, per_msg: usize) -> BatchLimits {
+        BatchLimits {
+            fragment_size,
+            fragments_per_message: per_msg,
+            max_message_bytes: 1 << 20,
+            linger: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn fragments_fill_then_messages_fill() {
+        let mut b = Batcher::new(Mode::Logs, limits(3, 2), 1);
+        let (a, c) = (series("a", 0), series("c", 0));
+        let mut out = Vec::new();
+        for i in 0..6 {
+            b.push_line(&a, 0, i, "x", &mut out);
+            b.push_line(&c, 1, i, "y", &mut out);
+        }
+        // 4 fragments of 3, 2 per message.
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|m| m.fragments.len() == 2 && m.entries == 6));
+        let ids: Vec<u64> = out
+            .iter()
+            .flat_map(|m| m.metas.iter().map(|f| f.id))
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn meta_has_range_step_and_digest_of_exact_entries() {
+        let mut b = Batcher::new(Mode::Logs, limits(4, 1), 1);
+        let a = series("a", 0);
+        let mut out = Vec::new();
+        for i in 0..4 {
+            b.push_line(&a, 0, 100 + 10 * i, &format!("l{i}"), &mut out);
+        }
+        let m = &out[0].metas[0];
+        assert_eq!((m.first_ts, m.last_ts, m.step), (100, 130, Some(10)));
+        let mut d = Digest::default();
+        for i in 0..4 {
+            d.add(checksum::log_entry(
+                100 + 10 * i,
+                format!("l{i}").as_bytes(),
+            ));
+        }
+        assert_eq!(m.digest, d);
+        let lines: Vec<_> = out[0].fragments[0]
+            .lines()
+            .map(|(t, l)| (t, l.to_string()))
+            .collect();
+        assert_eq!(lines[3], (130, "l3".to_string()));
+    }
+
+    #[test]
+    fn uneven_spacing_has_no_step() {
+        let mut b = Batcher::new(Mode::Metrics, limits(3, 1), 1);
+        let a = series("a", 0);
+        let mut out = Vec::new();
+        for ts in [1, 2, 4] {
+            b.push_value(&a, 0, ts, 1.0, &mut out);
+        }
+        assert_eq!(out[0].metas[0].step, None);
+        assert!(out[0].metas[0].digest12.is_some());
+    }
+
+    #[test]
+    fn linger_flushes_partial_batches_and_flush_empties_all() {
+        let mut b = Batcher::new(Mode::Logs, limits(100, 10), 2);
+        let (a, c) = (series("a", 0), series("c", 1));
+        let mut out = Vec::new();
+        b.push_line(&a, 0, 1, "x", &mut out);
+        b.sweep(Instant::now() + Duration::from_millis(150), &mut out);
+        assert_eq!(out.len(), 1);
+        b.push_line(&c, 1, 1, "y", &mut out);
+        b.flush(&mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].lane, 1);
+    }
+
+    #[test]
+    fn message_byte_limit_splits_messages() {
+        let mut l = limits(10, 100);
+        l.max_message_bytes = 2000;
+        let mut b = Batcher::new(Mode::Logs, l, 1);
+        let line = "z".repeat(90);
+        let mut out = Vec::new();
+        for s in 0..10u32 {
+            let sr = series(&format!("s{s}"), 0);
+            for i in 0..10 {
+                b.push_line(&sr, s, i, &line, &mut out);
+            }
+        }
+        b.flush(&mut out);
+        assert!(out.len() > 1);
+        assert!(
+            out.iter().all(|m| m.bytes <= 2000),
+            "{:?}",
+            out.iter().map(|m| m.bytes).collect::<Vec<_>>()
+        );
+        assert_eq!(out.iter().map(|m| m.entries).sum::<usize>(), 100);
+    }
+}

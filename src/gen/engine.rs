@@ -1,0 +1,453 @@
+//! The generator proper: per-series state, interleaved round-robin.
+
+use std::time::Duration;
+
+use super::clock::{Clock, Lag, Timeline, Verdict};
+use super::logs::{LineGen, SeriesInfo};
+use super::metrics::MetricState;
+use super::rng::Rng;
+use super::Config;
+use crate::labels::LabelSet;
+use crate::record::{write_log_record, Mode};
+
+/// What one call to [`Generator::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Appended one entry (several records for a histogram).
+    Emitted,
+    /// Every remaining series is too close to now: sleep this long, then
+    /// step again. Callers should hand buffered output on first.
+    Wait(Duration),
+    Done,
+}
+
+enum Kind {
+    Log(SeriesInfo),
+    Metric(MetricState),
+}
+
+struct Unit {
+    rng: Rng,
+    time: Timeline,
+    emitted: u64,
+    cycle: u64,
+    /// Label pairs of each sample series, without `cycle`.
+    base: Vec<Vec<(String, String)>>,
+    /// Labels JSON of each sample series, formatted once per identity.
+    labels: Vec<Vec<u8>>,
+    kind: Kind,
+}
+
+impl Unit {
+    fn relabel(&mut self, churn: bool) -> Result<(), String> {
+        self.labels.clear();
+        for pairs in &self.base {
+            let mut pairs = pairs.clone();
+            if churn {
+                pairs.push(("cycle".into(), self.cycle.to_string()));
+            }
+            let set = LabelSet::new(pairs).map_err(|e| e.to_string())?;
+            let mut json = Vec::with_capacity(128);
+            set.write_json(&mut json);
+            self.labels.push(json);
+        }
+        Ok(())
+    }
+}
+
+pub struct Generator<C: Clock> {
+    clock: C,
+    units: Vec<Unit>,
+    cursor: usize,
+    count: u64,
+    churn_every: u64,
+    ns_per_unit: i64,
+    lag: Option<Lag>,
+    /// Cached wall time in units; refreshed when a decision depends on it.
+    now: i64,
+    since_refresh: u32,
+    skipped: usize,
+    min_wait: i64,
+    linegen: LineGen,
+    line: String,
+}
+
+/// The width of series numbers, so `series` values sort like the indexes.
+fn series_width(n: u64) -> usize {
+    n.saturating_sub(1).max(1).to_string().len().max(4)
+}
+
+impl<C: Clock> Generator<C> {
+    pub fn new(cfg: &Config, mut clock: C) -> Result<Generator<C>, String> {
+        let unit = cfg.mode.ns_per_unit();
+        let lag = match cfg.start_ns {
+            Some(_) => None,
+            None => Some(Lag {
+                min: cfg.min_lag_ns / unit,
+                max: (cfg.max_lag_ns / unit).max(cfg.min_lag_ns / unit + 1),
+            }),
+        };
+        let now = clock.now_ns().div_euclid(unit);
+        let increment = (cfg.increment_ns / unit).max(1);
+        let jitter = cfg.jitter_ns / unit;
+        let duration = cfg.duration_ns.map(|d| d / unit);
+        let width = series_width(cfg.n_series);
+        let churn = cfg.churn_every > 0;
+        let mut units = Vec::new();
+        let mut i = cfg.shard.index;
+        while i < cfg.n_series {
+            let series = format!("s{i:0width$}");
+            let per_series = match cfg.mode {
+                Mode::Logs => 1,
+                Mode::Metrics => cfg.n_metrics,
+            };
+            for m in 0..per_series {
+                let mut rng = Rng::new(cfg.seed, i, u64::from(m));
+                let mut common = cfg.labels.clone();
+                common.push(("invocation".into(), cfg.invocation.clone()));
+                common.push(("series".into(), series.clone()));
+                let (base, kind) = match cfg.mode {
+                    Mode::Logs => (
+                        vec![common],
+                        Kind::Log(SeriesInfo::new(i, series.clone(), &mut rng)),
+                    ),
+                    Mode::Metrics => {
+                        let base = cfg
+                            .metric_type
+                            .series_names(m)
+                            .into_iter()
+                            .map(|(name, le)| {
+                                let mut p = common.clone();
+                                p.push(("__name__".into(), name));
+                                if let Some(le) = le {
+                                    p.push(("le".into(), le.into()));
+                                }
+                                p
+                            })
+                            .collect();
+                        (base, Kind::Metric(MetricState::new(cfg.metric_type, &mut rng)))
+                    }
+                };
+                let first = match (cfg.start_ns, lag) {
+                    (Some(s), _) => s.div_euclid(unit),
+                    (None, Some(lag)) => lag.place(now, &mut rng),
+                    (None, None) => now,
+                };
+                let mut u = Unit {
+                    rng,
+                    time: Timeline::new(first, increment, jitter, duration),
+                    emitted: 0,
+                    cycle: 0,
+                    base,
+                    labels: Vec::new(),
+                    kind,
+                };
+                u.relabel(churn)?;
+                units.push(u);
+            }
+            i += cfg.shard.of;
+        }
+        Ok(Generator {
+            clock,
+            units,
+            cursor: 0,
+            count: cfg.count,
+            churn_every: cfg.churn_every,
+            ns_per_unit: unit,
+            lag,
+            now,
+            since_refresh: 0,
+            skipped: 0,
+            min_wait: i64::MAX,
+            linegen: LineGen::new(cfg.line),
+            line: String::with_capacity(cfg.line.line_bytes + 512),
+        })
+    }
+
+    pub fn clock_mut(&mut self) -> &mut C {
+        &mut self.clock
+    }
+
+    /// Re-reads the clock. Call after anything that may have blocked (an
+    /// output write to a slow reader), so series that fell behind during
+    /// the stall leap forward instead of sending entries older than
+    /// --max-lag.
+    pub fn resync(&mut self) {
+        if self.lag.is_some() {
+            self.now = self.clock.now_ns().div_euclid(self.ns_per_unit);
+            self.since_refresh = 0;
+        }
+    }
+
+    /// Appends the next entry to `out`, or says why it cannot.
+    pub fn step(&mut self, out: &mut Vec<u8>) -> Result<Step, String> {
+        loop {
+            if self.units.is_empty() {
+                return Ok(Step::Done);
+            }
+            if self.cursor >= self.units.len() {
+                self.cursor = 0;
+            }
+            let u = &mut self.units[self.cursor];
+            if (self.count > 0 && u.emitted >= self.count) || u.time.finished() {
+                self.units.remove(self.cursor);
+                self.skipped = 0;
+                self.min_wait = i64::MAX;
+                continue;
+            }
+            if let Some(lag) = self.lag {
+                let mut verdict = lag.check(u.time.next(), self.now);
+                if verdict != Verdict::Ready {
+                    self.now = self.clock.now_ns().div_euclid(self.ns_per_unit);
+                    self.since_refresh = 0;
+                    verdict = lag.check(u.time.next(), self.now);
+                }
+                match verdict {
+                    Verdict::Ready => {}
+                    Verdict::Wait(w) => {
+                        // Let the other series catch up meanwhile; sleep
+                        // only when none of them can go.
+                        self.min_wait = self.min_wait.min(w);
+                        self.skipped += 1;
+                        self.cursor += 1;
+                        if self.skipped >= self.units.len() {
+                            let wait = self.min_wait.saturating_mul(self.ns_per_unit);
+                            self.skipped = 0;
+                            self.min_wait = i64::MAX;
+                            return Ok(Step::Wait(Duration::from_nanos(wait.max(0) as u64)));
+                        }
+                        continue;
+                    }
+                    Verdict::Behind => {
+                        u.time.leap(lag.place(self.now, &mut u.rng));
+                        // The leap may have used up --duration.
+                        continue;
+                    }
+                }
+                self.since_refresh += 1;
+                if self.since_refresh >= 1024 {
+                    self.since_refresh = 0;
+                    self.now = self.clock.now_ns().div_euclid(self.ns_per_unit);
+                }
+            }
+            if self.churn_every > 0 && u.emitted > 0 && u.emitted % self.churn_every == 0 {
+                u.cycle += 1;
+                u.relabel(true)?;
+                if let Kind::Metric(m) = &mut u.kind {
+                    m.reset(&mut u.rng);
+                }
+            }
+            let ts = u.time.next();
+            match &mut u.kind {
+                Kind::Log(info) => {
+                    self.linegen
+                        .write(&mut self.line, &mut u.rng, ts, u.emitted, info);
+                    write_log_record(out, &u.labels[0], ts, &self.line);
+                }
+                Kind::Metric(m) => {
+                    if u.emitted > 0 {
+                        m.step(&mut u.rng);
+                    }
+                    m.write(out, &u.labels, ts);
+                }
+            }
+            u.emitted += 1;
+            u.time.advance(&mut u.rng);
+            self.skipped = 0;
+            self.min_wait = i64::MAX;
+            self.cursor += 1;
+            return Ok(Step::Emitted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gen::clock::ManualClock;
+    use crate::gen::{Args, Config};
+    use crate::record::{parse_line, parse_labels};
+    use clap::Parser;
+    use std::collections::HashMap;
+
+    const NOW: i64 = 1_800_000_000_000_000_000;
+    const SEC: i64 = 1_000_000_000;
+
+    fn config(flags: &[&str]) -> Config {
+        let mut argv = vec!["looker-gen", "--seed", "11"];
+        argv.extend_from_slice(flags);
+        Config::from_args(&Args::try_parse_from(argv).unwrap()).unwrap()
+    }
+
+    /// Runs to completion (or `max` entries), sleeping on the manual clock;
+    /// returns (series label, ts, clock at emission) per record.
+    fn drive(cfg: &Config, max: usize) -> (Vec<(String, i64, i64)>, usize) {
+        let mut g = Generator::new(cfg, ManualClock { now_ns: NOW }).unwrap();
+        let mut out = Vec::new();
+        let mut recs = Vec::new();
+        let mut waits = 0;
+        while recs.len() < max {
+            out.clear();
+            match g.step(&mut out).unwrap() {
+                Step::Done => break,
+                Step::Wait(d) => {
+                    waits += 1;
+                    assert!(d > Duration::ZERO);
+                    g.clock_mut().sleep(d);
+                }
+                Step::Emitted => {
+                    let now = g.clock_mut().now_ns();
+                    for l in std::str::from_utf8(&out).unwrap().lines() {
+                        let r = parse_line(l).unwrap();
+                        let labels = parse_labels(r.labels_json, cfg.mode).unwrap();
+                        let ts = r.ts * cfg.mode.ns_per_unit();
+                        recs.push((labels.to_json(), ts, now));
+                    }
+                }
+            }
+        }
+        (recs, waits)
+    }
+
+    fn assert_increasing(recs: &[(String, i64, i64)]) {
+        let mut last: HashMap<&str, i64> = HashMap::new();
+        for (s, ts, _) in recs {
+            if let Some(prev) = last.insert(s, *ts) {
+                assert!(*ts > prev, "{s}: {ts} after {prev}");
+            }
+        }
+    }
+
+    #[test]
+    fn timestamps_strictly_increase_per_series() {
+        let cfg = config(&[
+            "--n-series", "7", "--count", "300", "--jitter", "3ms", "--start-time", "1000",
+        ]);
+        let (recs, _) = drive(&cfg, usize::MAX);
+        assert_eq!(recs.len(), 7 * 300);
+        assert_increasing(&recs);
+        let cfg = config(&[
+            "--metrics", "--n-series", "3", "--count", "300", "--time-increment", "1ms",
+            "--jitter", "2ms", "--start-time", "1000500000",
+        ]);
+        let (recs, _) = drive(&cfg, usize::MAX);
+        assert_eq!(recs.len(), 900);
+        assert_increasing(&recs);
+    }
+
+    #[test]
+    fn series_are_interleaved_round_robin() {
+        let cfg = config(&["--n-series", "4", "--count", "3", "--start-time", "0"]);
+        let (recs, _) = drive(&cfg, usize::MAX);
+        let order: Vec<&str> = recs
+            .iter()
+            .map(|(s, _, _)| &s[s.find("\"s0").unwrap() + 1..][..5])
+            .collect();
+        assert_eq!(
+            order,
+            ["s0000", "s0001", "s0002", "s0003"].repeat(3),
+            "one entry of each series in turn"
+        );
+    }
+
+    #[test]
+    fn coupled_series_start_in_the_lag_window_and_never_pass_min_lag() {
+        let cfg = config(&[
+            "--n-series", "20", "--count", "0", "--time-increment", "100ms", "--min-lag", "1s",
+            "--max-lag", "1m",
+        ]);
+        let (recs, waits) = drive(&cfg, 20_000);
+        assert_eq!(recs.len(), 20_000);
+        for (_, ts, now) in &recs[..20] {
+            assert!((NOW - 60 * SEC..NOW - SEC).contains(ts), "first ts {ts}");
+            assert_eq!(*now, NOW, "no waiting while behind");
+        }
+        for (s, ts, now) in &recs {
+            assert!(*ts <= now - SEC, "{s}: {ts} closer to now {now} than min-lag");
+            assert!(*ts >= now - 60 * SEC, "{s}: {ts} further than max-lag from {now}");
+        }
+        assert!(waits > 0, "caught-up series wait for wall time");
+        // Once caught up, series advance with wall time: 10 entries/s each.
+        let (_, _, end) = recs[recs.len() - 1];
+        let elapsed = (end - NOW) as f64 / SEC as f64;
+        let per_series = 20_000.0 / 20.0;
+        assert!(elapsed > (per_series / 10.0) - 61.0, "{elapsed}s");
+        assert!(elapsed < per_series / 10.0, "{elapsed}s");
+        assert_increasing(&recs);
+    }
+
+    #[test]
+    fn series_that_fall_behind_leap_forward() {
+        let cfg = config(&[
+            "--n-series", "5", "--count", "0", "--min-lag", "1s", "--max-lag", "10m",
+        ]);
+        let mut g = Generator::new(&cfg, ManualClock { now_ns: NOW }).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..50 {
+            assert_eq!(g.step(&mut out).unwrap(), Step::Emitted);
+        }
+        // A stalled reader: an hour passes in one output write.
+        g.clock_mut().now_ns += 3600 * SEC;
+        g.resync();
+        let later = g.clock_mut().now_ns;
+        let before = out.len();
+        for _ in 0..5 {
+            assert_eq!(g.step(&mut out).unwrap(), Step::Emitted);
+        }
+        let text = std::str::from_utf8(&out[before..]).unwrap();
+        for l in text.lines() {
+            let ts = parse_line(l).unwrap().ts;
+            assert!(ts >= later - 600 * SEC && ts < later - SEC, "{ts} not leapt");
+        }
+    }
+
+    #[test]
+    fn duration_counts_synthetic_time_per_series() {
+        let cfg = config(&[
+            "--n-series", "2", "--count", "0", "--duration", "1s", "--time-increment", "10ms",
+            "--start-time", "0",
+        ]);
+        let (recs, _) = drive(&cfg, usize::MAX);
+        assert_eq!(recs.len(), 2 * 100);
+        assert!(recs.iter().all(|(_, ts, _)| *ts < SEC));
+    }
+
+    #[test]
+    fn churn_rotates_series_identity() {
+        let cfg = config(&[
+            "--metrics", "--n-series", "1", "--count", "7", "--churn-every", "3",
+            "--start-time", "0",
+        ]);
+        let (recs, _) = drive(&cfg, usize::MAX);
+        let cycles: Vec<String> = recs
+            .iter()
+            .map(|(s, _, _)| {
+                let set: crate::labels::LabelSet = serde_json::from_str(s).unwrap();
+                set.get("cycle").unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(cycles, ["0", "0", "0", "1", "1", "1", "2"]);
+    }
+
+    #[test]
+    fn histogram_entries_emit_every_sample_series_at_one_timestamp() {
+        let cfg = config(&[
+            "--metrics", "--metric-type", "histogram", "--n-series", "2", "--n-metrics", "3",
+            "--count", "4", "--start-time", "0",
+        ]);
+        let (recs, _) = drive(&cfg, usize::MAX);
+        assert_eq!(recs.len(), 2 * 3 * 4 * 14);
+        let distinct: std::collections::HashSet<_> = recs.iter().map(|r| &r.0).collect();
+        assert_eq!(distinct.len(), 2 * 3 * 14);
+        for chunk in recs.chunks(14) {
+            assert!(chunk.iter().all(|r| r.1 == chunk[0].1));
+        }
+    }
+
+    #[test]
+    fn series_labels_width_follows_series_count() {
+        assert_eq!(series_width(10), 4);
+        assert_eq!(series_width(10_000), 4);
+        assert_eq!(series_width(10_001), 5);
+    }
+}

@@ -1,0 +1,958 @@
+//! Log line formats. A line is built into a reused `String`; nothing here
+//! allocates once the buffers have grown to their working size.
+
+use super::rng::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `<rfc3339 ns> <series> seq=<n> level=.. client=.. status=.. <message>`
+    Looker,
+    /// Apache/NCSA common log format.
+    ApacheCommon,
+    /// Apache combined: common plus referer and user agent.
+    ApacheCombined,
+    /// One JSON object per line, as structured loggers write.
+    Json,
+    /// `key=value` pairs.
+    Logfmt,
+    /// RFC 5424 syslog.
+    Syslog,
+}
+
+/// How well the padding (`--line-bytes`) compresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compressibility {
+    /// Random printable characters: gzip gains little.
+    Min,
+    /// Words drawn at random from a vocabulary, like prose.
+    Medium,
+    /// The same text every time.
+    Max,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LineSpec {
+    pub format: Format,
+    /// Target line length in bytes; 0 keeps the natural length.
+    pub line_bytes: usize,
+    pub compressibility: Compressibility,
+    /// Probability (0..=1) that an entry carries corrupted content.
+    pub bad_data: f64,
+    /// Probability (0..=1) that an entry is a multi-line stack trace.
+    pub multiline: f64,
+}
+
+/// Per-series constants a line may mention.
+#[derive(Debug, Clone)]
+pub struct SeriesInfo {
+    /// The `series` label value, e.g. `s0003`.
+    pub name: String,
+    pub host: String,
+    pub app: &'static str,
+    pub procid: u32,
+}
+
+impl SeriesInfo {
+    pub fn new(index: u64, name: String, rng: &mut Rng) -> SeriesInfo {
+        SeriesInfo {
+            host: format!("host-{:02}", index % 64),
+            app: *rng.pick(APPS),
+            procid: 1000 + rng.below(60_000) as u32,
+            name,
+        }
+    }
+}
+
+/// The kinds of corruption `--bad-data` injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bad {
+    /// An IP address with an octet above 255.
+    Ip,
+    /// An HTTP status no server sends.
+    Status,
+    /// Control characters, U+FFFD and invisible code points.
+    Junk,
+    /// A field of several KiB.
+    Overlong,
+}
+
+pub const ABSURD_STATUS: &[u16] = &[999, 0, 1000, 601, 42];
+pub const OVERLONG_MIN: usize = 4096;
+
+const APPS: &[&str] = &["api", "web", "auth", "billing", "search", "gateway"];
+const METHODS: &[(&str, u32)] = &[
+    ("GET", 700),
+    ("POST", 150),
+    ("PUT", 50),
+    ("HEAD", 40),
+    ("DELETE", 30),
+    ("PATCH", 20),
+    ("OPTIONS", 10),
+];
+pub const STATUSES: &[(u16, u32)] = &[
+    (200, 740),
+    (201, 30),
+    (204, 20),
+    (301, 20),
+    (302, 30),
+    (304, 50),
+    (400, 20),
+    (401, 15),
+    (403, 10),
+    (404, 40),
+    (429, 5),
+    (500, 10),
+    (502, 5),
+    (503, 5),
+];
+/// (prefix, id placeholder?, suffix)
+const PATHS: &[((&str, bool, &str), u32)] = &[
+    (("/api/v1/users/", true, ""), 120),
+    (("/api/v1/orders/", true, "/items"), 80),
+    (("/api/v1/products", false, "?page=2&sort=price"), 60),
+    (("/api/v1/search", false, "?q=blue+shoes"), 50),
+    (("/", false, ""), 60),
+    (("/login", false, ""), 40),
+    (("/health", false, ""), 50),
+    (("/static/js/app.", true, ".js"), 90),
+    (("/static/css/main.css", false, ""), 70),
+    (("/images/", true, ".png"), 80),
+    (("/favicon.ico", false, ""), 30),
+    (("/wp-login.php", false, ""), 5),
+];
+const AGENTS: &[(&str, u32)] = &[
+    ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36", 40),
+    ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15", 20),
+    ("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0", 10),
+    ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148", 15),
+    ("curl/8.5.0", 5),
+    ("Go-http-client/1.1", 5),
+    ("python-requests/2.31.0", 3),
+    ("Googlebot/2.1 (+http://www.google.com/bot.html)", 2),
+];
+const REFERERS: &[(&str, u32)] = &[
+    ("-", 50),
+    ("https://www.google.com/", 20),
+    ("https://example.com/", 15),
+    ("https://example.com/products", 10),
+    ("https://news.ycombinator.com/", 5),
+];
+const USERS: &[(&str, u32)] = &[("-", 80), ("alice", 8), ("bob", 6), ("carol", 4), ("svc-batch", 2)];
+const MESSAGES: &[&str] = &[
+    "request completed",
+    "served from cache",
+    "upstream responded",
+    "session refreshed",
+    "query executed",
+];
+const WARN_MESSAGES: &[&str] = &["client error", "rate limited", "invalid token", "not found"];
+const ERROR_MESSAGES: &[&str] = &["upstream timeout", "connection reset by peer", "internal error"];
+const WORDS: &[&str] = &[
+    "the", "of", "and", "to", "in", "is", "for", "on", "with", "as", "at", "by", "from", "that",
+    "request", "response", "user", "order", "cache", "queue", "worker", "shard", "replica",
+    "token", "session", "batch", "stream", "index", "query", "table", "row", "column", "page",
+    "retry", "timeout", "latency", "bytes", "payload", "header", "cookie", "backend", "frontend",
+    "service", "cluster", "node", "pod", "container", "volume", "disk", "memory", "cpu",
+    "thread", "lock", "mutex", "channel", "socket", "connection", "pool", "client", "server",
+    "handler", "router", "middleware", "auth", "login", "logout", "account", "billing",
+    "invoice", "payment", "refund", "cart", "checkout", "product", "catalog", "search",
+    "filter", "sort", "limit", "offset", "cursor", "commit", "rollback", "transaction",
+    "snapshot", "compaction", "flush", "segment", "chunk", "block", "label", "metric",
+    "sample", "histogram", "counter", "gauge", "alert", "rule", "silence", "dashboard",
+    "panel", "tenant", "quota", "usage", "limit", "burst", "rate", "window", "interval",
+    "started", "stopped", "failed", "succeeded", "skipped", "accepted", "rejected",
+    "dropped", "created", "updated", "deleted", "loaded", "saved", "sent", "received",
+    "opened", "closed", "expired", "renewed", "scheduled", "cancelled", "paused", "resumed",
+    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma",
+    "north", "south", "east", "west", "primary", "secondary", "fallback", "default", "custom",
+];
+const MAX_TEXT: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ";
+const MAX_TEXT_QUERY: &str = "Lorem+ipsum+dolor+sit+amet+consectetur+adipiscing+elit+sed+do+eiusmod+tempor+incididunt+ut+labore+et+dolore+magna+aliqua+";
+/// No quote, backslash or space, so padding never needs escaping or
+/// breaks a token, whatever field it lands in.
+const RANDOM_CHARS: &[u8] =
+    b"!#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+/// Safe in a URL query value.
+const QUERY_CHARS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_";
+const JUNK: &[char] = &[
+    '\u{1}', '\u{7}', '\u{8}', '\u{1b}', '\u{7f}', '\u{fffd}', '\u{200b}', '\u{feff}', '\u{202e}',
+    '\u{0301}', '\u{ffff}', '\u{85}',
+];
+const EXCEPTIONS: &[&str] = &[
+    "java.lang.IllegalStateException: connection pool exhausted",
+    "java.lang.NullPointerException: Cannot invoke \"String.length()\" because \"name\" is null",
+    "java.util.concurrent.TimeoutException: upstream did not answer within 5000 ms",
+    "java.io.IOException: Broken pipe",
+];
+const FRAMES: &[&str] = &[
+    "com.example.api.OrderController.create(OrderController.java:",
+    "com.example.service.OrderService.place(OrderService.java:",
+    "com.example.db.Pool.acquire(Pool.java:",
+    "org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:",
+    "jakarta.servlet.http.HttpServlet.service(HttpServlet.java:",
+    "org.apache.catalina.core.ApplicationFilterChain.doFilter(ApplicationFilterChain.java:",
+    "java.base/java.lang.Thread.run(Thread.java:",
+];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Where the padding goes and which characters it may use.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pad {
+    Text,
+    Query,
+}
+
+/// One entry's randomly drawn fields.
+struct Fields {
+    ip: [u16; 4],
+    method: &'static str,
+    path: (&'static str, bool, &'static str),
+    path_id: u64,
+    status: u16,
+    bytes: u64,
+    duration_ms: u64,
+    bad: Option<Bad>,
+}
+
+impl Fields {
+    fn level(&self) -> &'static str {
+        match self.status {
+            500..=599 => "error",
+            400..=499 => "warn",
+            _ => "info",
+        }
+    }
+
+    fn message(&self, rng: &mut Rng) -> &'static str {
+        match self.level() {
+            "error" => *rng.pick(ERROR_MESSAGES),
+            "warn" => *rng.pick(WARN_MESSAGES),
+            _ => *rng.pick(MESSAGES),
+        }
+    }
+}
+
+/// Builds log lines; owns the scratch space reused between entries.
+pub struct LineGen {
+    spec: LineSpec,
+    pad: String,
+}
+
+impl LineGen {
+    pub fn new(spec: LineSpec) -> LineGen {
+        LineGen {
+            spec,
+            pad: String::with_capacity(spec.line_bytes + 64),
+        }
+    }
+
+    pub fn spec(&self) -> &LineSpec {
+        &self.spec
+    }
+
+    /// Replaces `line` with the entry for (`ts_ns`, `seq`) and says which
+    /// corruption, if any, it carries.
+    pub fn write(
+        &mut self,
+        line: &mut String,
+        rng: &mut Rng,
+        ts_ns: i64,
+        seq: u64,
+        series: &SeriesInfo,
+    ) -> Option<Bad> {
+        line.clear();
+        let f = self.fields(rng);
+        let (pad_at, pad_kind) = match self.spec.format {
+            Format::Looker => write_looker(line, rng, ts_ns, seq, series, &f),
+            Format::ApacheCommon => write_apache(line, rng, ts_ns, seq, &f, false),
+            Format::ApacheCombined => write_apache(line, rng, ts_ns, seq, &f, true),
+            Format::Json => write_json(line, rng, ts_ns, seq, &f),
+            Format::Logfmt => write_logfmt(line, rng, ts_ns, seq, &f),
+            Format::Syslog => write_syslog(line, rng, ts_ns, seq, series, &f),
+        };
+        if self.spec.line_bytes > line.len() {
+            let want = self.spec.line_bytes - line.len();
+            self.pad.clear();
+            fill(&mut self.pad, rng, want, self.spec.compressibility, pad_kind);
+            line.insert_str(pad_at, &self.pad);
+        }
+        if rng.chance(self.spec.multiline) {
+            self.pad.clear();
+            stack_trace(&mut self.pad, rng);
+            if self.spec.format == Format::Json {
+                // The line is a JSON document: the trace goes in a field,
+                // escaped, as JSON loggers write it.
+                line.pop();
+                line.push_str(",\"stack\":");
+                push_json_str(line, &self.pad);
+                line.push('}');
+            } else {
+                line.push_str(&self.pad);
+            }
+        }
+        f.bad
+    }
+
+    fn fields(&self, rng: &mut Rng) -> Fields {
+        let r = rng.u64();
+        let ip = [
+            1 + (r % 223) as u16,
+            ((r >> 8) & 0xff) as u16,
+            ((r >> 16) & 0xff) as u16,
+            1 + ((r >> 24) % 254) as u16,
+        ];
+        let status = *rng.weighted(STATUSES);
+        let size_exp = 6 + rng.below(14);
+        let bytes = match status {
+            204 | 304 => 0,
+            _ => (1u64 << size_exp) + rng.below(1u64 << size_exp),
+        };
+        let dur_exp = rng.below(11);
+        let mut f = Fields {
+            ip,
+            method: *rng.weighted(METHODS),
+            path: *rng.weighted(PATHS),
+            path_id: rng.below(100_000),
+            status,
+            bytes,
+            duration_ms: (1u64 << dur_exp) + rng.below(1u64 << dur_exp),
+            bad: None,
+        };
+        if rng.chance(self.spec.bad_data) {
+            let bad = *rng.pick(&[Bad::Ip, Bad::Status, Bad::Junk, Bad::Overlong]);
+            match bad {
+                Bad::Ip => f.ip[rng.below(4) as usize] = 256 + rng.below(744) as u16,
+                Bad::Status => f.status = *rng.pick(ABSURD_STATUS),
+                Bad::Junk | Bad::Overlong => {}
+            }
+            f.bad = Some(bad);
+        }
+        f
+    }
+}
+
+/// Whether `status` is one the generator draws for good entries.
+pub fn is_plausible_status(status: u16) -> bool {
+    STATUSES.iter().any(|(s, _)| *s == status)
+}
+
+fn push_u64(s: &mut String, v: u64) {
+    s.push_str(itoa::Buffer::new().format(v));
+}
+
+fn push_2(s: &mut String, v: u32) {
+    s.push((b'0' + (v / 10 % 10) as u8) as char);
+    s.push((b'0' + (v % 10) as u8) as char);
+}
+
+fn push_frac(s: &mut String, mut v: u32, digits: u32) {
+    let mut buf = [b'0'; 9];
+    for i in (0..digits as usize).rev() {
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    for &b in &buf[..digits as usize] {
+        s.push(b as char);
+    }
+}
+
+/// Broken-down UTC time: (year, month 1-12, day, hour, minute, second, ns).
+fn civil(ts_ns: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
+    let secs = ts_ns.div_euclid(1_000_000_000);
+    let nanos = ts_ns.rem_euclid(1_000_000_000) as u32;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400) as u32;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d, sod / 3600, sod / 60 % 60, sod % 60, nanos)
+}
+
+fn push_year(s: &mut String, y: i64) {
+    let y = y.clamp(0, 9999) as u32;
+    push_2(s, y / 100);
+    push_2(s, y % 100);
+}
+
+/// RFC 3339 UTC with `digits` fractional digits (0 for none).
+pub fn push_rfc3339(s: &mut String, ts_ns: i64, digits: u32) {
+    let (y, mo, d, h, mi, se, ns) = civil(ts_ns);
+    push_year(s, y);
+    s.push('-');
+    push_2(s, mo);
+    s.push('-');
+    push_2(s, d);
+    s.push('T');
+    push_2(s, h);
+    s.push(':');
+    push_2(s, mi);
+    s.push(':');
+    push_2(s, se);
+    if digits > 0 {
+        s.push('.');
+        push_frac(s, ns / 10u32.pow(9 - digits), digits);
+    }
+    s.push('Z');
+}
+
+/// `10/Oct/2000:13:55:36 +0000`
+fn push_apache_time(s: &mut String, ts_ns: i64) {
+    let (y, mo, d, h, mi, se, _) = civil(ts_ns);
+    push_2(s, d);
+    s.push('/');
+    s.push_str(MONTHS[(mo - 1) as usize]);
+    s.push('/');
+    push_year(s, y);
+    s.push(':');
+    push_2(s, h);
+    s.push(':');
+    push_2(s, mi);
+    s.push(':');
+    push_2(s, se);
+    s.push_str(" +0000");
+}
+
+fn push_ip(s: &mut String, ip: [u16; 4]) {
+    for (i, o) in ip.iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        push_u64(s, u64::from(*o));
+    }
+}
+
+fn push_path(s: &mut String, rng: &mut Rng, f: &Fields) {
+    let (pre, id, post) = f.path;
+    s.push_str(pre);
+    if id {
+        push_u64(s, f.path_id);
+    }
+    if f.bad == Some(Bad::Overlong) {
+        overlong(s, rng);
+    }
+    s.push_str(post);
+}
+
+fn overlong(s: &mut String, rng: &mut Rng) {
+    let n = OVERLONG_MIN + rng.below(OVERLONG_MIN as u64) as usize;
+    let unit = *rng.pick(&["A", "../", "%2e", "x"]);
+    while s.len() < n {
+        s.push_str(unit);
+    }
+}
+
+/// `json`: escape what a JSON string may not hold raw, so a JSON line
+/// stays a valid document.
+fn junk(s: &mut String, rng: &mut Rng, json: bool) {
+    for _ in 0..3 + rng.below(8) {
+        let c = *rng.pick(JUNK);
+        if json && c < ' ' {
+            s.push_str("\\u00");
+            s.push(char::from_digit(c as u32 / 16, 16).unwrap_or('0'));
+            s.push(char::from_digit(c as u32 % 16, 16).unwrap_or('0'));
+        } else {
+            s.push(c);
+        }
+    }
+}
+
+/// The free-text part: a short message plus corruption that targets it.
+fn push_message(s: &mut String, rng: &mut Rng, f: &Fields) {
+    s.push_str(f.message(rng));
+    match f.bad {
+        Some(Bad::Junk) => {
+            s.push(' ');
+            junk(s, rng, false);
+        }
+        Some(Bad::Overlong) => {
+            s.push(' ');
+            overlong(s, rng);
+        }
+        _ => {}
+    }
+}
+
+fn write_looker(
+    s: &mut String,
+    rng: &mut Rng,
+    ts_ns: i64,
+    seq: u64,
+    series: &SeriesInfo,
+    f: &Fields,
+) -> (usize, Pad) {
+    push_rfc3339(s, ts_ns, 9);
+    s.push(' ');
+    s.push_str(&series.name);
+    s.push_str(" seq=");
+    push_u64(s, seq);
+    s.push_str(" level=");
+    s.push_str(f.level());
+    s.push_str(" client=");
+    push_ip(s, f.ip);
+    s.push_str(" status=");
+    push_u64(s, u64::from(f.status));
+    s.push(' ');
+    push_message(s, rng, f);
+    (s.len(), Pad::Text)
+}
+
+fn write_apache(
+    s: &mut String,
+    rng: &mut Rng,
+    ts_ns: i64,
+    seq: u64,
+    f: &Fields,
+    combined: bool,
+) -> (usize, Pad) {
+    push_ip(s, f.ip);
+    s.push_str(" - ");
+    s.push_str(*rng.weighted(USERS));
+    s.push_str(" [");
+    push_apache_time(s, ts_ns);
+    s.push_str("] \"");
+    s.push_str(f.method);
+    s.push(' ');
+    push_path(s, rng, f);
+    s.push(if f.path.2.contains('?') { '&' } else { '?' });
+    s.push_str("seq=");
+    push_u64(s, seq);
+    if f.bad == Some(Bad::Junk) {
+        // Junk where a scanner hit it: inside the request line.
+        junk(s, rng, false);
+    }
+    let pad_at = s.len();
+    s.push_str(" HTTP/1.1\" ");
+    push_u64(s, u64::from(f.status));
+    s.push(' ');
+    push_u64(s, f.bytes);
+    if combined {
+        s.push_str(" \"");
+        s.push_str(*rng.weighted(REFERERS));
+        s.push_str("\" \"");
+        s.push_str(*rng.weighted(AGENTS));
+        s.push('"');
+    }
+    (pad_at, Pad::Query)
+}
+
+fn write_json(s: &mut String, rng: &mut Rng, ts_ns: i64, seq: u64, f: &Fields) -> (usize, Pad) {
+    s.push_str("{\"time\":\"");
+    push_rfc3339(s, ts_ns, 3);
+    s.push_str("\",\"level\":\"");
+    s.push_str(f.level());
+    s.push_str("\",\"seq\":");
+    push_u64(s, seq);
+    s.push_str(",\"client\":\"");
+    push_ip(s, f.ip);
+    s.push_str("\",\"method\":\"");
+    s.push_str(f.method);
+    s.push_str("\",\"path\":\"");
+    push_path(s, rng, f);
+    s.push_str("\",\"status\":");
+    push_u64(s, u64::from(f.status));
+    s.push_str(",\"bytes\":");
+    push_u64(s, f.bytes);
+    s.push_str(",\"duration_ms\":");
+    push_u64(s, f.duration_ms);
+    s.push_str(",\"user_agent\":\"");
+    s.push_str(*rng.weighted(AGENTS));
+    s.push_str("\",\"msg\":\"");
+    s.push_str(f.message(rng));
+    if f.bad == Some(Bad::Junk) {
+        s.push(' ');
+        junk(s, rng, true);
+    }
+    let pad_at = s.len();
+    s.push_str("\"}");
+    (pad_at, Pad::Text)
+}
+
+fn write_logfmt(s: &mut String, rng: &mut Rng, ts_ns: i64, seq: u64, f: &Fields) -> (usize, Pad) {
+    s.push_str("time=");
+    push_rfc3339(s, ts_ns, 3);
+    s.push_str(" level=");
+    s.push_str(f.level());
+    s.push_str(" seq=");
+    push_u64(s, seq);
+    s.push_str(" client=");
+    push_ip(s, f.ip);
+    s.push_str(" method=");
+    s.push_str(f.method);
+    s.push_str(" path=");
+    push_path(s, rng, f);
+    s.push_str(" status=");
+    push_u64(s, u64::from(f.status));
+    s.push_str(" bytes=");
+    push_u64(s, f.bytes);
+    s.push_str(" duration=");
+    push_u64(s, f.duration_ms);
+    s.push_str("ms msg=\"");
+    s.push_str(f.message(rng));
+    if f.bad == Some(Bad::Junk) {
+        s.push(' ');
+        junk(s, rng, false);
+    }
+    let pad_at = s.len();
+    s.push('"');
+    (pad_at, Pad::Text)
+}
+
+fn write_syslog(
+    s: &mut String,
+    rng: &mut Rng,
+    ts_ns: i64,
+    seq: u64,
+    series: &SeriesInfo,
+    f: &Fields,
+) -> (usize, Pad) {
+    let severity = match f.level() {
+        "error" => 3,
+        "warn" => 4,
+        _ => 6,
+    };
+    // Facility local0 (16).
+    s.push('<');
+    push_u64(s, 16 * 8 + severity);
+    s.push_str(">1 ");
+    push_rfc3339(s, ts_ns, 6);
+    s.push(' ');
+    s.push_str(&series.host);
+    s.push(' ');
+    s.push_str(series.app);
+    s.push(' ');
+    push_u64(s, u64::from(series.procid));
+    s.push_str(" ACCESS [looker@32473 seq=\"");
+    push_u64(s, seq);
+    s.push_str("\" series=\"");
+    s.push_str(&series.name);
+    s.push_str("\"] ");
+    push_ip(s, f.ip);
+    s.push(' ');
+    s.push_str(f.method);
+    s.push(' ');
+    push_path(s, rng, f);
+    s.push(' ');
+    push_u64(s, u64::from(f.status));
+    s.push(' ');
+    s.push_str(f.message(rng));
+    if f.bad == Some(Bad::Junk) {
+        s.push(' ');
+        junk(s, rng, false);
+    }
+    (s.len(), Pad::Text)
+}
+
+/// Appends `n` bytes of padding of the requested compressibility.
+fn fill(s: &mut String, rng: &mut Rng, n: usize, c: Compressibility, pad: Pad) {
+    let (chars, sep, max_text, prefix) = match pad {
+        Pad::Text => (RANDOM_CHARS, ' ', MAX_TEXT, " "),
+        // Form encoding: '+' for spaces, nothing a URL would escape.
+        Pad::Query => (QUERY_CHARS, '+', MAX_TEXT_QUERY, "&q="),
+    };
+    s.push_str(prefix);
+    let n = n.saturating_sub(prefix.len());
+    let start = s.len();
+    match c {
+        Compressibility::Min => {
+            let k = chars.len() as u128;
+            let mut left = n;
+            while left > 0 {
+                // Multiply-shift draws several characters from one u64.
+                let mut r = rng.u64();
+                for _ in 0..left.min(8) {
+                    let x = r as u128 * k;
+                    s.push(chars[(x >> 64) as usize] as char);
+                    r = x as u64;
+                }
+                left = left.saturating_sub(8);
+            }
+        }
+        Compressibility::Medium => {
+            while s.len() - start < n {
+                let r = rng.u64();
+                for i in 0..4 {
+                    let w = WORDS[((r >> (16 * i)) & 0xffff) as usize % WORDS.len()];
+                    s.push_str(w);
+                    s.push(sep);
+                }
+            }
+        }
+        Compressibility::Max => {
+            while s.len() - start < n {
+                s.push_str(max_text);
+            }
+        }
+    }
+    s.truncate(start + n);
+}
+
+fn stack_trace(s: &mut String, rng: &mut Rng) {
+    s.push('\n');
+    s.push_str(*rng.pick(EXCEPTIONS));
+    for _ in 0..3 + rng.below(10) {
+        s.push_str("\n\tat ");
+        s.push_str(*rng.pick(FRAMES));
+        push_u64(s, 20 + rng.below(900));
+        s.push(')');
+    }
+}
+
+/// Appends `text` as a JSON string literal.
+fn push_json_str(s: &mut String, text: &str) {
+    let mut buf = Vec::with_capacity(text.len() + 2);
+    crate::record::write_json_str(&mut buf, text);
+    // write_json_str copies UTF-8 input and adds only ASCII escapes.
+    s.push_str(&String::from_utf8_lossy(&buf));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn spec(format: Format) -> LineSpec {
+        LineSpec {
+            format,
+            line_bytes: 0,
+            compressibility: Compressibility::Medium,
+            bad_data: 0.0,
+            multiline: 0.0,
+        }
+    }
+
+    fn lines(spec: LineSpec, n: u64) -> Vec<(String, Option<Bad>)> {
+        let mut rng = Rng::new(42, 1, 0);
+        let series = SeriesInfo::new(1, "s0001".into(), &mut rng);
+        let mut g = LineGen::new(spec);
+        let mut line = String::new();
+        (0..n)
+            .map(|seq| {
+                let bad = g.write(
+                    &mut line,
+                    &mut rng,
+                    1_700_000_000_123_456_789 + seq as i64 * 1000,
+                    seq,
+                    &series,
+                );
+                (line.clone(), bad)
+            })
+            .collect()
+    }
+
+    /// Splits a combined-format line into its fields without a regex:
+    /// ip, ident, user, [time], "request", status, bytes, "referer", "ua".
+    fn parse_combined(l: &str) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut rest = l;
+        for _ in 0..3 {
+            let (tok, r) = rest.split_once(' ')?;
+            out.push(tok.to_string());
+            rest = r;
+        }
+        let r = rest.strip_prefix('[')?;
+        let (time, r) = r.split_once("] ")?;
+        out.push(time.to_string());
+        let r = r.strip_prefix('"')?;
+        let (req, r) = r.split_once("\" ")?;
+        out.push(req.to_string());
+        let (status, r) = r.split_once(' ')?;
+        out.push(status.to_string());
+        let (bytes, r) = r.split_once(' ')?;
+        out.push(bytes.to_string());
+        let r = r.strip_prefix('"')?;
+        let (referer, r) = r.split_once("\" \"")?;
+        out.push(referer.to_string());
+        out.push(r.strip_suffix('"')?.to_string());
+        Some(out)
+    }
+
+    #[test]
+    fn apache_combined_lines_have_the_nine_fields() {
+        for (l, _) in lines(spec(Format::ApacheCombined), 2000) {
+            let f = parse_combined(&l).unwrap_or_else(|| panic!("unparsable: {l}"));
+            let octets: Vec<u16> = f[0].split('.').map(|o| o.parse().unwrap()).collect();
+            assert_eq!(octets.len(), 4, "{l}");
+            assert!(octets.iter().all(|o| *o <= 255), "{l}");
+            assert_eq!(f[1], "-");
+            assert_eq!(f[3].len(), "14/Nov/2023:22:13:20 +0000".len(), "{l}");
+            assert!(f[3].contains("/Nov/2023:22:13:20 +0000"), "{l}");
+            let req: Vec<&str> = f[4].split(' ').collect();
+            assert_eq!(req.len(), 3, "{l}");
+            assert!(METHODS.iter().any(|(m, _)| *m == req[0]), "{l}");
+            assert!(req[1].starts_with('/') && req[1].contains("seq="), "{l}");
+            assert_eq!(req[2], "HTTP/1.1");
+            assert!(is_plausible_status(f[5].parse().unwrap()), "{l}");
+            f[6].parse::<u64>().unwrap();
+            assert!(!f[8].is_empty());
+        }
+    }
+
+    #[test]
+    fn status_codes_are_mostly_200() {
+        let all = lines(spec(Format::ApacheCommon), 5000);
+        let ok = all.iter().filter(|(l, _)| l.contains("\" 200 ")).count();
+        let frac = ok as f64 / all.len() as f64;
+        assert!((0.68..0.80).contains(&frac), "{frac}");
+    }
+
+    #[test]
+    fn every_format_is_unique_per_seq_and_mentions_it() {
+        for format in [
+            Format::Looker,
+            Format::ApacheCommon,
+            Format::ApacheCombined,
+            Format::Json,
+            Format::Logfmt,
+            Format::Syslog,
+        ] {
+            let mut s = spec(format);
+            s.compressibility = Compressibility::Max;
+            s.line_bytes = 300;
+            let all = lines(s, 500);
+            let set: std::collections::HashSet<_> = all.iter().map(|(l, _)| l.clone()).collect();
+            assert_eq!(set.len(), all.len(), "{format:?} repeats lines");
+            for (seq, (l, _)) in all.iter().enumerate() {
+                let needle = format!("seq{}{seq}", if format == Format::Json { "\":" } else { "=" });
+                let needle = if format == Format::Syslog {
+                    format!("seq=\"{seq}\"")
+                } else {
+                    needle
+                };
+                assert!(l.contains(&needle), "{format:?}: {l}");
+                assert!(!l.contains('\n'), "{format:?}: {l}");
+            }
+        }
+    }
+
+    #[test]
+    fn json_lines_are_json_even_when_corrupted_or_multiline() {
+        let mut s = spec(Format::Json);
+        s.bad_data = 0.5;
+        s.multiline = 0.5;
+        s.line_bytes = 200;
+        for (l, _) in lines(s, 2000) {
+            let v: serde_json::Value =
+                serde_json::from_str(&l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert!(v["seq"].is_u64());
+        }
+    }
+
+    #[test]
+    fn syslog_follows_rfc5424_header() {
+        for (l, _) in lines(spec(Format::Syslog), 200) {
+            let (pri, rest) = l.split_once(">1 ").unwrap();
+            let pri: u32 = pri.strip_prefix('<').unwrap().parse().unwrap();
+            assert!((128..=135).contains(&pri));
+            let parts: Vec<&str> = rest.splitn(6, ' ').collect();
+            assert!(parts[0].ends_with('Z') && parts[0].contains('T'));
+            assert_eq!(parts[4], "ACCESS");
+            assert!(parts[5].starts_with("[looker@32473 seq=\""));
+        }
+    }
+
+    #[test]
+    fn timestamps_render_like_timefmt() {
+        let ns = 1_709_251_199_123_456_789;
+        let mut s = String::new();
+        push_rfc3339(&mut s, ns, 9);
+        assert_eq!(s, crate::timefmt::format_rfc3339_ns(ns));
+        s.clear();
+        push_apache_time(&mut s, ns);
+        assert_eq!(s, "29/Feb/2024:23:59:59 +0000");
+    }
+
+    #[test]
+    fn line_bytes_sets_the_length() {
+        for format in [Format::Looker, Format::ApacheCommon, Format::Json, Format::Syslog] {
+            for c in [Compressibility::Min, Compressibility::Medium, Compressibility::Max] {
+                let mut s = spec(format);
+                s.line_bytes = 500;
+                s.compressibility = c;
+                for (l, _) in lines(s, 200) {
+                    // Padding fills exactly; the query form adds "&q=".
+                    assert!((500..=503).contains(&l.len()), "{format:?} {c:?} {}", l.len());
+                }
+            }
+        }
+    }
+
+    fn gzip_ratio(c: Compressibility) -> f64 {
+        let mut s = spec(Format::Looker);
+        s.line_bytes = 1000;
+        s.compressibility = c;
+        let mut raw = Vec::new();
+        for (l, _) in lines(s, 2000) {
+            raw.extend_from_slice(l.as_bytes());
+            raw.push(b'\n');
+        }
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        z.write_all(&raw).unwrap();
+        let packed = z.finish().unwrap();
+        raw.len() as f64 / packed.len() as f64
+    }
+
+    #[test]
+    fn compressibility_levels_give_distinct_gzip_ratios() {
+        let (min, med, max) = (
+            gzip_ratio(Compressibility::Min),
+            gzip_ratio(Compressibility::Medium),
+            gzip_ratio(Compressibility::Max),
+        );
+        assert!(min < 1.6, "min {min}");
+        assert!(med > 1.6 && med < 10.0, "medium {med}");
+        assert!(max > 10.0, "max {max}");
+    }
+
+    /// What a reader of the line can see, independently of the generator's
+    /// own bookkeeping.
+    fn looks_bad(l: &str) -> bool {
+        let ip_bad = l
+            .split(|c: char| c == ' ' || c == '=' || c == '"')
+            .filter(|t| t.split('.').count() == 4 && t.split('.').all(|o| o.parse::<u32>().is_ok()))
+            .any(|t| t.split('.').any(|o| o.parse::<u32>().unwrap_or(0) > 255));
+        let status_bad = l
+            .split_once("status=")
+            .and_then(|(_, r)| r.split(' ').next())
+            .and_then(|s| s.parse::<u16>().ok())
+            .is_some_and(|s| !is_plausible_status(s));
+        let junk = l.chars().any(|c| JUNK.contains(&c));
+        ip_bad || status_bad || junk || l.len() > OVERLONG_MIN
+    }
+
+    #[test]
+    fn bad_data_proportion_is_roughly_right_and_visible() {
+        for pct in [0.0, 0.05, 0.3] {
+            let mut s = spec(Format::Looker);
+            s.bad_data = pct;
+            let all = lines(s, 10_000);
+            let flagged = all.iter().filter(|(_, b)| b.is_some()).count();
+            let visible = all.iter().filter(|(l, _)| looks_bad(l)).count();
+            assert_eq!(flagged, visible, "every corruption shows, nothing else does");
+            let frac = visible as f64 / all.len() as f64;
+            assert!((frac - pct).abs() < 0.02, "{pct}: {frac}");
+        }
+    }
+
+    #[test]
+    fn multiline_entries_look_like_stack_traces() {
+        let mut s = spec(Format::Logfmt);
+        s.multiline = 0.2;
+        let all = lines(s, 5000);
+        let multi: Vec<_> = all.iter().filter(|(l, _)| l.contains('\n')).collect();
+        let frac = multi.len() as f64 / all.len() as f64;
+        assert!((0.17..0.23).contains(&frac), "{frac}");
+        for (l, _) in multi {
+            assert!(l.lines().count() >= 5, "{l}");
+            assert!(l.lines().skip(2).all(|f| f.starts_with("\tat ")), "{l}");
+        }
+    }
+}

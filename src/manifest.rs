@@ -1,0 +1,575 @@
+//! The manifest: an NDJSON record of exactly what a store acknowledged.
+//!
+//! One header line per run, then fragment lines, then a trailer. Before a
+//! message is sent, each of its fragments is written with status `pending`
+//! (write-ahead); once the store answers, the same fragment is written again
+//! with its outcome. The last line of a fragment wins, and a fragment left
+//! `pending` (the pusher crashed or was killed) reads as `unknown`. So a
+//! manifest cut short at any point still never claims data that was not
+//! acknowledged, nor hides data that may have reached the store.
+//! Manifests of several runs (or machines) merge by concatenation: every
+//! fragment is keyed by its run id and sequence number.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::checksum::Digest;
+use crate::labels::LabelSet;
+use crate::record::Mode;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What happened to a fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Written before sending; never the final word.
+    Pending,
+    /// The store acknowledged it (2xx).
+    Ok,
+    /// The store refused it with a non-retryable answer (4xx). Part of it may
+    /// still have been written (Loki accepts valid entries of a 400).
+    Rejected,
+    /// Given up on, and no attempt can have reached the store.
+    Failed,
+    /// Given up on or abandoned after an attempt that may have reached the
+    /// store (a timeout, a reset, a 5xx).
+    Unknown,
+}
+
+/// A fragment as the pusher knows it: enough to check it later without
+/// keeping its payload.
+#[derive(Debug, Clone)]
+pub struct FragmentMeta {
+    pub id: u64,
+    pub series: Arc<SeriesKey>,
+    pub digest: Digest,
+    /// Metrics only: the digest with values rounded to 12 significant digits.
+    pub digest12: Option<u64>,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// Set when all adjacent entries are this far apart; lets the verifier
+    /// name exactly which timestamps are missing.
+    pub step: Option<i64>,
+    pub bytes: u64,
+}
+
+/// A series as written in manifests: labels and their JSON form.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub labels: LabelSet,
+    pub labels_json: String,
+}
+
+impl SeriesKey {
+    pub fn new(labels: LabelSet) -> SeriesKey {
+        let labels_json = labels.to_json();
+        SeriesKey {
+            labels,
+            labels_json,
+        }
+    }
+}
+
+/// The header line of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub kind: String,
+    pub version: u32,
+    pub run: String,
+    pub tool: String,
+    pub mode: Mode,
+    /// `loki`, `remote-write`, `file` or `null`.
+    pub target: String,
+    /// Where the data went, with any credentials removed.
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub started: String,
+    pub hash: String,
+}
+
+/// One fragment line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FragmentLine {
+    pub kind: String,
+    pub run: String,
+    pub id: u64,
+    pub status: Status,
+    pub labels: LabelSet,
+    pub count: u64,
+    /// In the run's timestamp unit (ns for logs, ms for metrics), as a
+    /// string so JSON readers that use doubles keep every digit.
+    pub first_ts: String,
+    pub last_ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub checksum: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum12: Option<String>,
+    #[serde(default)]
+    pub attempts: u32,
+    /// An attempt may have reached the store before the one that succeeded,
+    /// so a store that keeps duplicates may hold this fragment twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maybe_duplicated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Totals by status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Totals {
+    pub ok: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub unknown: u64,
+}
+
+impl Totals {
+    pub fn add(&mut self, status: Status, n: u64) {
+        match status {
+            Status::Ok => self.ok += n,
+            Status::Rejected => self.rejected += n,
+            Status::Failed => self.failed += n,
+            Status::Unknown | Status::Pending => self.unknown += n,
+        }
+    }
+}
+
+/// The trailer line of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Trailer {
+    pub kind: String,
+    pub run: String,
+    pub fragments: Totals,
+    pub entries: Totals,
+    pub skipped_lines: u64,
+    pub interrupted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_error: Option<String>,
+    pub finished: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {reason}")]
+    Parse {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+    #[error("{path}: no header line: not a looker manifest")]
+    NoHeader { path: PathBuf },
+    #[error("manifests mix logs and metrics runs; verify them separately")]
+    MixedModes,
+}
+
+/// Appends manifest lines; shared by the pusher's concurrent senders.
+pub struct ManifestWriter {
+    inner: Mutex<WriterState>,
+    path: PathBuf,
+}
+
+struct WriterState {
+    file: File,
+    buf: Vec<u8>,
+    run: String,
+    fragments: Totals,
+    entries: Totals,
+}
+
+impl ManifestWriter {
+    /// Opens `path` for appending and writes the header.
+    pub fn create(path: &Path, header: &Header) -> Result<ManifestWriter, ManifestError> {
+        let io = |source| ManifestError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        let w = ManifestWriter {
+            inner: Mutex::new(WriterState {
+                file,
+                buf: Vec::with_capacity(64 * 1024),
+                run: header.run.clone(),
+                fragments: Totals::default(),
+                entries: Totals::default(),
+            }),
+            path: path.to_path_buf(),
+        };
+        w.write_json(header)?;
+        Ok(w)
+    }
+
+    fn write_json<T: Serialize>(&self, v: &T) -> Result<(), ManifestError> {
+        let mut st = self.lock();
+        st.buf.clear();
+        serde_json::to_writer(&mut st.buf, v).map_err(|e| self.io_err(e.into()))?;
+        st.buf.push(b'\n');
+        let WriterState { file, buf, .. } = &mut *st;
+        file.write_all(buf).map_err(|e| self.io_err(e))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        // A panic elsewhere while holding the lock leaves plain data behind;
+        // keep writing rather than lose the manifest.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn io_err(&self, source: std::io::Error) -> ManifestError {
+        ManifestError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Writes one line per fragment with the given status, in one write.
+    pub fn record(
+        &self,
+        fragments: &[FragmentMeta],
+        status: Status,
+        attempts: u32,
+        maybe_duplicated: bool,
+        reason: Option<&str>,
+    ) -> Result<(), ManifestError> {
+        let mut st = self.lock();
+        st.buf.clear();
+        for f in fragments {
+            let line = FragmentLine {
+                kind: "fragment".into(),
+                run: st.run.clone(),
+                id: f.id,
+                status,
+                labels: f.series.labels.clone(),
+                count: f.digest.count,
+                first_ts: f.first_ts.to_string(),
+                last_ts: f.last_ts.to_string(),
+                step: f.step.map(|s| s.to_string()),
+                checksum: f.digest.hex(),
+                checksum12: f.digest12.map(|s| format!("{s:016x}")),
+                attempts,
+                maybe_duplicated,
+                reason: reason.map(str::to_string),
+            };
+            serde_json::to_writer(&mut st.buf, &line).map_err(|e| self.io_err(e.into()))?;
+            st.buf.push(b'\n');
+            if status != Status::Pending {
+                st.fragments.add(status, 1);
+                st.entries.add(status, f.digest.count);
+            }
+        }
+        let WriterState { file, buf, .. } = &mut *st;
+        file.write_all(buf).map_err(|e| self.io_err(e))
+    }
+
+    /// Totals of the outcomes recorded so far: (fragments, entries).
+    pub fn totals(&self) -> (Totals, Totals) {
+        let st = self.lock();
+        (st.fragments.clone(), st.entries.clone())
+    }
+
+    /// Writes the trailer and syncs the file to disk.
+    pub fn finish(
+        &self,
+        skipped_lines: u64,
+        interrupted: bool,
+        input_error: Option<String>,
+    ) -> Result<(), ManifestError> {
+        let (fragments, entries) = self.totals();
+        let run = self.lock().run.clone();
+        self.write_json(&Trailer {
+            kind: "trailer".into(),
+            run,
+            fragments,
+            entries,
+            skipped_lines,
+            interrupted,
+            input_error,
+            finished: crate::timefmt::format_rfc3339_ns(crate::timefmt::now_ns()),
+        })?;
+        self.lock().file.sync_all().map_err(|e| self.io_err(e))
+    }
+}
+
+/// A fragment as read back from manifests, with its final status.
+#[derive(Debug, Clone)]
+pub struct Fragment {
+    pub run: Arc<str>,
+    pub id: u64,
+    pub status: Status,
+    pub count: u64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    pub step: Option<i64>,
+    pub checksum: u64,
+    pub checksum12: Option<u64>,
+    pub maybe_duplicated: bool,
+    pub reason: Option<String>,
+}
+
+/// Every fragment of a set of manifests, grouped by series.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub mode: Option<Mode>,
+    pub headers: Vec<Header>,
+    /// Runs that have a header but no trailer: the pusher did not finish.
+    pub unfinished_runs: Vec<String>,
+    /// Fragments per series, sorted by first timestamp.
+    pub series: BTreeMap<LabelSet, Vec<Fragment>>,
+}
+
+impl Loaded {
+    pub fn fragment_count(&self) -> usize {
+        self.series.values().map(Vec::len).sum()
+    }
+
+    pub fn entries_with_status(&self, status: Status) -> u64 {
+        self.series
+            .values()
+            .flatten()
+            .filter(|f| f.status == status)
+            .map(|f| f.count)
+            .sum()
+    }
+}
+
+#[derive(Deserialize)]
+struct AnyLine {
+    kind: String,
+}
+
+fn parse_ts_field(s: &str) -> Result<i64, String> {
+    s.parse::<i64>()
+        .map_err(|_| format!("invalid timestamp {s:?}"))
+}
+
+/// Reads and merges manifests. A fragment seen several times keeps its last
+/// line; a fragment still `pending` at the end becomes `unknown`.
+pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
+    let mut out = Loaded::default();
+    // (run, id) -> (series, fragment)
+    let mut frags: HashMap<(Arc<str>, u64), (LabelSet, Fragment)> = HashMap::new();
+    let mut runs: HashMap<String, bool> = HashMap::new();
+    let mut run_ids: HashMap<String, Arc<str>> = HashMap::new();
+    for path in paths {
+        let file = File::open(path).map_err(|source| ManifestError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut saw_header = false;
+        for (i, line) in BufReader::new(file).lines().enumerate() {
+            let lineno = i as u64 + 1;
+            let perr = |reason: String| ManifestError::Parse {
+                path: path.clone(),
+                line: lineno,
+                reason,
+            };
+            let line = line.map_err(|e| perr(e.to_string()))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let kind: AnyLine = match serde_json::from_str(&line) {
+                Ok(k) => k,
+                // A final line cut short by a crash is expected; anything
+                // else malformed is not.
+                Err(e) if e.is_eof() => continue,
+                Err(e) => return Err(perr(e.to_string())),
+            };
+            match kind.kind.as_str() {
+                "header" => {
+                    let h: Header = serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                    if h.version > FORMAT_VERSION {
+                        return Err(perr(format!(
+                            "manifest format version {} is newer than this tool's {}",
+                            h.version, FORMAT_VERSION
+                        )));
+                    }
+                    match out.mode {
+                        None => out.mode = Some(h.mode),
+                        Some(m) if m != h.mode => return Err(ManifestError::MixedModes),
+                        _ => {}
+                    }
+                    runs.entry(h.run.clone()).or_insert(false);
+                    saw_header = true;
+                    out.headers.push(h);
+                }
+                "trailer" => {
+                    let t: Trailer =
+                        serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                    runs.insert(t.run, true);
+                }
+                "fragment" => {
+                    if !saw_header {
+                        return Err(ManifestError::NoHeader { path: path.clone() });
+                    }
+                    let f: FragmentLine =
+                        serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                    let run = run_ids
+                        .entry(f.run.clone())
+                        .or_insert_with(|| Arc::from(f.run.as_str()))
+                        .clone();
+                    let checksum = Digest::parse_hex(&f.checksum)
+                        .ok_or_else(|| perr(format!("invalid checksum {:?}", f.checksum)))?;
+                    let checksum12 = match &f.checksum12 {
+                        Some(c) => Some(
+                            Digest::parse_hex(c)
+                                .ok_or_else(|| perr(format!("invalid checksum12 {c:?}")))?,
+                        ),
+                        None => None,
+                    };
+                    let frag = Fragment {
+                        run: run.clone(),
+                        id: f.id,
+                        status: f.status,
+                        count: f.count,
+                        first_ts: parse_ts_field(&f.first_ts).map_err(perr)?,
+                        last_ts: parse_ts_field(&f.last_ts).map_err(perr)?,
+                        step: match &f.step {
+                            Some(s) => Some(parse_ts_field(s).map_err(perr)?),
+                            None => None,
+                        },
+                        checksum,
+                        checksum12,
+                        maybe_duplicated: f.maybe_duplicated,
+                        reason: f.reason,
+                    };
+                    frags.insert((run, f.id), (f.labels, frag));
+                }
+                other => return Err(perr(format!("unknown line kind {other:?}"))),
+            }
+        }
+        if !saw_header {
+            return Err(ManifestError::NoHeader { path: path.clone() });
+        }
+    }
+    for (_, (labels, mut frag)) in frags {
+        if frag.status == Status::Pending {
+            frag.status = Status::Unknown;
+            frag.reason
+                .get_or_insert_with(|| "no outcome recorded (the push did not finish)".into());
+        }
+        out.series.entry(labels).or_default().push(frag);
+    }
+    for v in out.series.values_mut() {
+        v.sort_by_key(|f| (f.first_ts, f.last_ts));
+    }
+    let mut unfinished: Vec<String> = runs
+        .into_iter()
+        .filter(|(_, done)| !done)
+        .map(|(r, _)| r)
+        .collect();
+    unfinished.sort();
+    out.unfinished_runs = unfinished;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(run: &str) -> Header {
+        Header {
+            kind: "header".into(),
+            version: FORMAT_VERSION,
+            run: run.into(),
+            tool: "test".into(),
+            mode: Mode::Logs,
+            target: "file".into(),
+            url: "x".into(),
+            tenant: None,
+            started: "now".into(),
+            hash: "xxh3-64-sum".into(),
+        }
+    }
+
+    fn meta(id: u64, first: i64, n: u64) -> FragmentMeta {
+        let labels = LabelSet::new(vec![("a".into(), "1".into())]).unwrap();
+        let mut digest = Digest::default();
+        for i in 0..n {
+            digest.add(crate::checksum::log_entry(first + i as i64, b"x"));
+        }
+        FragmentMeta {
+            id,
+            series: Arc::new(SeriesKey::new(labels)),
+            digest,
+            digest12: None,
+            first_ts: first,
+            last_ts: first + n as i64 - 1,
+            step: Some(1),
+            bytes: n,
+        }
+    }
+
+    #[test]
+    fn last_line_wins_and_pending_reads_as_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &header("r1")).unwrap();
+        let (a, b) = (meta(1, 100, 5), meta(2, 200, 3));
+        w.record(&[a.clone(), b.clone()], Status::Pending, 0, false, None)
+            .unwrap();
+        w.record(&[a], Status::Ok, 1, false, None).unwrap();
+        // No outcome for b, no trailer: as if the pusher was killed.
+        drop(w);
+        let loaded = load(&[path]).unwrap();
+        let frags = &loaded.series.values().next().unwrap();
+        assert_eq!(frags.len(), 2);
+        assert_eq!(frags[0].status, Status::Ok);
+        assert_eq!(frags[0].count, 5);
+        assert_eq!(frags[1].status, Status::Unknown);
+        assert_eq!(loaded.unfinished_runs, vec!["r1".to_string()]);
+    }
+
+    #[test]
+    fn concatenated_manifests_merge_and_trailer_counts_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p1 = dir.path().join("a.ndjson");
+        let p2 = dir.path().join("b.ndjson");
+        for (p, run) in [(&p1, "r1"), (&p2, "r2")] {
+            let w = ManifestWriter::create(p, &header(run)).unwrap();
+            let m = meta(1, 100, 4);
+            w.record(std::slice::from_ref(&m), Status::Pending, 0, false, None)
+                .unwrap();
+            w.record(&[m], Status::Ok, 1, false, None).unwrap();
+            assert_eq!(w.totals().1.ok, 4);
+            w.finish(0, false, None).unwrap();
+        }
+        let cat = dir.path().join("all.ndjson");
+        let mut all = std::fs::read(&p1).unwrap();
+        all.extend(std::fs::read(&p2).unwrap());
+        std::fs::write(&cat, all).unwrap();
+        let loaded = load(&[cat]).unwrap();
+        assert_eq!(
+            loaded.fragment_count(),
+            2,
+            "same id in two runs stays two fragments"
+        );
+        assert!(loaded.unfinished_runs.is_empty());
+        assert_eq!(loaded.entries_with_status(Status::Ok), 8);
+    }
+
+    #[test]
+    fn malformed_lines_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        std::fs::write(&path, "{\"kind\":\"nonsense\"}\n").unwrap();
+        let err = load(&[path.clone()]).unwrap_err().to_string();
+        assert!(err.contains("m.ndjson:1"), "{err}");
+        std::fs::write(&path, "").unwrap();
+        assert!(matches!(load(&[path]), Err(ManifestError::NoHeader { .. })));
+    }
+}

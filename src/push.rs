@@ -1,0 +1,812 @@
+//! The push pipeline: read -> parse -> pace -> batch -> encode -> send ->
+//! record.
+//!
+//! A reader thread cuts input into blocks of lines; the batching thread
+//! parses, paces and batches them and encodes full messages; one async
+//! task per lane sends that lane's messages one at a time and records
+//! each outcome in the manifest. Every hand-off is a bounded channel, so
+//! memory does not grow with input size: a slow store slows reading.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batch, BatchLimits, Batcher, Series};
+use crate::encode::{Encoder, Encoding};
+use crate::exit::Exit;
+use crate::http::ClientArgs;
+use crate::input::{self, Item, Source};
+use crate::labels::LabelSet;
+use crate::manifest::{FragmentMeta, Header, ManifestWriter, SeriesKey, Status};
+use crate::record::{self, Mode, Payload, RecordError};
+use crate::report::{Latency, Progress, Stats};
+use crate::schedule::{Pace, Pacer, RateSpec};
+use crate::sink::{RetryPolicy, Sender, Target};
+use crate::timefmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    /// The looker record format.
+    Ndjson,
+    /// Each text line is a log line; labels come from --label.
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnInvalid {
+    /// Stop at the first invalid line (after pushing what was accepted).
+    Fail,
+    /// Skip invalid lines, count them and report them.
+    Skip,
+}
+
+/// Everything a push needs, validated by the binary.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    pub inputs: Vec<Source>,
+    pub format: InputFormat,
+    /// Labels of raw input.
+    pub raw_labels: Option<LabelSet>,
+    pub on_invalid: OnInvalid,
+    pub retime: bool,
+    pub speed: Option<f64>,
+    pub limits: BatchLimits,
+    pub max_concurrent_writes: usize,
+    pub target: Target,
+    pub encoding: Encoding,
+    pub client: ClientArgs,
+    pub retry: RetryPolicy,
+    pub rate: RateSpec,
+    pub manifest: Option<PathBuf>,
+    pub max_line_bytes: usize,
+    pub report: Option<PathBuf>,
+    pub report_csv: Option<PathBuf>,
+    pub progress_interval: Duration,
+    pub quiet: bool,
+    pub metrics_addr: Option<SocketAddr>,
+    /// How long in-flight work may take to finish after SIGINT/SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpConfigError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkOpenError),
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// What a push did, as written to `--report`.
+#[derive(Debug, Serialize)]
+pub struct PushReport {
+    pub tool: String,
+    pub target: String,
+    pub url: String,
+    pub mode: Option<Mode>,
+    pub run: String,
+    pub duration_s: f64,
+    pub entries_read: u64,
+    pub entries_acked: u64,
+    pub entries_rejected: u64,
+    pub entries_failed: u64,
+    pub entries_unknown: u64,
+    pub skipped_lines: u64,
+    pub bytes_acked: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub entries_per_s: f64,
+    pub mb_per_s: f64,
+    pub latency_ms: Latency,
+    pub status_codes: std::collections::BTreeMap<String, u64>,
+    pub rejected_reasons: std::collections::BTreeMap<String, u64>,
+    pub interrupted: bool,
+    pub input_error: Option<String>,
+    /// Up to the first 20 skipped lines with their reasons.
+    pub skipped: Vec<String>,
+    pub exit_code: u8,
+}
+
+/// A message on its way to a lane.
+struct Message {
+    body: bytes::Bytes,
+    metas: Vec<FragmentMeta>,
+    entries: u64,
+}
+
+/// What the batching thread reports when it stops.
+struct BatchOutcome {
+    mode: Option<Mode>,
+    skipped: u64,
+    skipped_examples: Vec<String>,
+    input_error: Option<String>,
+}
+
+fn random_run_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")
+}
+
+/// Runs a push to completion (or interruption) and returns its report.
+pub fn run(cfg: PushConfig) -> Result<PushReport, PushError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| PushError::Io {
+            what: "starting the async runtime".into(),
+            source,
+        })?;
+    rt.block_on(run_async(cfg))
+}
+
+async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
+    let tool = format!("looker-push {}", env!("CARGO_PKG_VERSION"));
+    let client = match cfg.target {
+        Target::Loki { .. } | Target::RemoteWrite { .. } => {
+            Some(crate::http::build_client(&cfg.client, &tool)?)
+        }
+        _ => None,
+    };
+    let sender = Arc::new(Sender::new(cfg.target.clone(), cfg.encoding, client)?);
+    let run_id = random_run_id();
+
+    let metrics = match cfg.metrics_addr {
+        Some(addr) => {
+            let m = crate::metrics::PushMetrics::new(cfg.target.kind())?;
+            let listener = crate::metrics::bind(addr).await.map_err(|source| PushError::Io {
+                what: format!("--metrics-addr {addr}"),
+                source,
+            })?;
+            tokio::spawn(crate::metrics::serve(listener, m.registry.clone()));
+            Some(m)
+        }
+        None => None,
+    };
+    let stats = Arc::new(Stats::new(metrics));
+
+    // The mode is known from the target, or from the first record.
+    let fixed_mode = match cfg.target {
+        Target::Loki { .. } => Some(Mode::Logs),
+        Target::RemoteWrite { .. } => Some(Mode::Metrics),
+        _ if cfg.format == InputFormat::Raw => Some(Mode::Logs),
+        _ => None,
+    };
+    // The manifest header needs the mode; with a file or null target and
+    // NDJSON input it is only known once the first record is read, so the
+    // manifest opens lazily on the first message.
+    let manifest: Arc<tokio::sync::OnceCell<Option<Arc<ManifestWriter>>>> =
+        Arc::new(tokio::sync::OnceCell::new());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let abandon = CancellationToken::new();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    spawn_signal_handler(stop.clone(), abandon.clone(), interrupted.clone(), cfg.shutdown_grace);
+
+    // Lanes.
+    let lanes = cfg.max_concurrent_writes.max(1);
+    let mut lane_tx = Vec::with_capacity(lanes);
+    let mut lane_tasks = Vec::with_capacity(lanes);
+    for _ in 0..lanes {
+        let (tx, rx) = mpsc::channel::<(Mode, Message)>(2);
+        lane_tx.push(tx);
+        let ctx = LaneCtx {
+            sender: sender.clone(),
+            retry: cfg.retry.clone(),
+            abandon: abandon.clone(),
+            stats: stats.clone(),
+            manifest: manifest.clone(),
+            manifest_path: cfg.manifest.clone(),
+            header: HeaderInfo {
+                run: run_id.clone(),
+                tool: tool.clone(),
+                target: cfg.target.clone(),
+                tenant: cfg.client.tenant.clone(),
+            },
+        };
+        lane_tasks.push(tokio::spawn(lane(rx, ctx)));
+    }
+
+    // Progress ticker.
+    let csv = match &cfg.report_csv {
+        Some(p) => Some(std::fs::File::create(p).map_err(|source| PushError::Io {
+            what: p.display().to_string(),
+            source,
+        })?),
+        None => None,
+    };
+    let mut progress = Progress::new(csv, cfg.quiet).map_err(|source| PushError::Io {
+        what: "--report-csv".into(),
+        source,
+    })?;
+    let ticker_stop = CancellationToken::new();
+    let ticker = {
+        let stats = stats.clone();
+        let stop = ticker_stop.clone();
+        let every = cfg.progress_interval;
+        tokio::spawn(async move {
+            let mut iv = tokio::time::interval(every);
+            iv.tick().await;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = iv.tick() => { let _ = progress.tick(&stats); }
+                }
+            }
+            let _ = progress.tick(&stats);
+        })
+    };
+
+    // Reader and batching threads.
+    let (in_tx, in_rx) = sync_channel::<Item>(4);
+    let reader = {
+        let inputs = cfg.inputs.clone();
+        let stop = stop.clone();
+        let max_line = cfg.max_line_bytes;
+        std::thread::spawn(move || input::read_sources(&inputs, max_line, &in_tx, &stop))
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    {
+        let cfg = cfg.clone();
+        let stats = stats.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let out = batch_thread(&cfg, fixed_mode, in_rx, lane_tx, &stats, &stop);
+            let _ = done_tx.send(out);
+        });
+    }
+    let outcome = done_rx.await.unwrap_or(BatchOutcome {
+        mode: fixed_mode,
+        skipped: 0,
+        skipped_examples: vec![],
+        input_error: Some("internal error: the batching thread stopped unexpectedly".into()),
+    });
+    // The reader may be blocked on a full channel; the receiver is gone now,
+    // so it ends at its next send. On stdin it may block in read: don't wait.
+    stop.store(true, Relaxed);
+    drop(reader);
+    for t in lane_tasks {
+        let _ = t.await;
+    }
+    ticker_stop.cancel();
+    let _ = ticker.await;
+
+    let was_interrupted = interrupted.load(Relaxed);
+    let mode = outcome.mode.or(fixed_mode);
+    // An empty input still gets a manifest: it says nothing was pushed.
+    let writer = match manifest.get() {
+        Some(w) => w.clone(),
+        None => match (&cfg.manifest, mode) {
+            (Some(path), m) => Some(Arc::new(ManifestWriter::create(
+                path,
+                &make_header(&HeaderInfo { run: run_id.clone(), tool: tool.clone(), target: cfg.target.clone(), tenant: cfg.client.tenant.clone() }, m.unwrap_or(Mode::Logs)),
+            )?)),
+            _ => None,
+        },
+    };
+    if let Some(w) = &writer {
+        w.finish(outcome.skipped, was_interrupted, outcome.input_error.clone())?;
+    }
+
+    let s = &stats;
+    let (rejected, failed, unknown) = (
+        s.entries_rejected.load(Relaxed),
+        s.entries_failed.load(Relaxed),
+        s.entries_unknown.load(Relaxed),
+    );
+    let exit = if was_interrupted {
+        Exit::Interrupted
+    } else if outcome.input_error.is_some() {
+        Exit::Error
+    } else if rejected + failed + unknown > 0 {
+        Exit::Discrepancy
+    } else {
+        Exit::Ok
+    };
+    let secs = s.elapsed().as_secs_f64().max(1e-9);
+    let acked = s.entries_acked.load(Relaxed);
+    let bytes = s.bytes_acked.load(Relaxed);
+    let report = PushReport {
+        tool,
+        target: cfg.target.kind().into(),
+        url: cfg.target.display_url(),
+        mode,
+        run: run_id,
+        duration_s: secs,
+        entries_read: s.entries_read.load(Relaxed),
+        entries_acked: acked,
+        entries_rejected: rejected,
+        entries_failed: failed,
+        entries_unknown: unknown,
+        skipped_lines: outcome.skipped,
+        bytes_acked: bytes,
+        requests: s.requests.load(Relaxed),
+        retries: s.retries.load(Relaxed),
+        entries_per_s: acked as f64 / secs,
+        mb_per_s: bytes as f64 / secs / 1e6,
+        latency_ms: s.percentiles(),
+        status_codes: s.status_counts(),
+        rejected_reasons: s.rejected_reasons(),
+        interrupted: was_interrupted,
+        input_error: outcome.input_error,
+        skipped: outcome.skipped_examples,
+        exit_code: exit as u8,
+    };
+    if let Some(p) = &cfg.report {
+        let text = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        std::fs::write(p, text).map_err(|source| PushError::Io {
+            what: p.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(report)
+}
+
+#[derive(Clone)]
+struct HeaderInfo {
+    run: String,
+    tool: String,
+    target: Target,
+    tenant: Option<String>,
+}
+
+fn make_header(h: &HeaderInfo, mode: Mode) -> Header {
+    Header {
+        kind: "header".into(),
+        version: crate::manifest::FORMAT_VERSION,
+        run: h.run.clone(),
+        tool: h.tool.clone(),
+        mode,
+        target: h.target.kind().into(),
+        url: h.target.display_url(),
+        tenant: h.tenant.clone(),
+        started: timefmt::format_rfc3339_ns(timefmt::now_ns()),
+        hash: "xxh3-64-sum".into(),
+    }
+}
+
+struct LaneCtx {
+    sender: Arc<Sender>,
+    retry: RetryPolicy,
+    abandon: CancellationToken,
+    stats: Arc<Stats>,
+    manifest: Arc<tokio::sync::OnceCell<Option<Arc<ManifestWriter>>>>,
+    manifest_path: Option<PathBuf>,
+    header: HeaderInfo,
+}
+
+/// Sends one lane's messages in order, one at a time.
+async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
+    while let Some((mode, msg)) = rx.recv().await {
+        let writer = ctx
+            .manifest
+            .get_or_init(|| async {
+                ctx.manifest_path.as_ref().and_then(|p| {
+                    match ManifestWriter::create(p, &make_header(&ctx.header, mode)) {
+                        Ok(w) => Some(Arc::new(w)),
+                        Err(e) => {
+                            eprintln!("looker-push: manifest: {e}");
+                            None
+                        }
+                    }
+                })
+            })
+            .await
+            .clone();
+        if ctx.abandon.is_cancelled() {
+            // Never sent: nothing can have reached the store.
+            record(&writer, &ctx.stats, &msg, Status::Failed, 0, false, Some("not sent: interrupted"));
+            continue;
+        }
+        if let Some(w) = &writer {
+            if let Err(e) = w.record(&msg.metas, Status::Pending, 0, false, None) {
+                eprintln!("looker-push: {e}");
+            }
+        }
+        let d = ctx
+            .sender
+            .deliver(msg.body.clone(), msg.entries, &ctx.retry, &ctx.abandon, &ctx.stats)
+            .await;
+        record(&writer, &ctx.stats, &msg, d.status, d.attempts, d.maybe_duplicated, d.reason.as_deref());
+    }
+}
+
+fn record(
+    writer: &Option<Arc<ManifestWriter>>,
+    stats: &Stats,
+    msg: &Message,
+    status: Status,
+    attempts: u32,
+    maybe_dup: bool,
+    reason: Option<&str>,
+) {
+    stats.record_outcome(status, msg.entries, reason);
+    if let Some(w) = writer {
+        if let Err(e) = w.record(&msg.metas, status, attempts, maybe_dup, reason) {
+            eprintln!("looker-push: {e}");
+        }
+    }
+}
+
+fn spawn_signal_handler(
+    stop: Arc<AtomicBool>,
+    abandon: CancellationToken,
+    interrupted: Arc<AtomicBool>,
+    grace: Duration,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+        interrupted.store(true, Relaxed);
+        stop.store(true, Relaxed);
+        eprintln!("looker-push: interrupted: finishing in-flight requests (up to {grace:?}; signal again to abandon them)");
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+            _ = tokio::time::sleep(grace) => {}
+        }
+        abandon.cancel();
+    });
+}
+
+/// Per-series bookkeeping of the batching thread.
+struct SeriesTable {
+    by_json: HashMap<Box<str>, u32>,
+    by_labels: HashMap<LabelSet, u32>,
+    series: Vec<Arc<Series>>,
+    /// Last timestamp and entry hash per series, to refuse input that
+    /// stores would drop or reorder silently.
+    last: Vec<(i64, u64)>,
+    lanes: usize,
+}
+
+impl SeriesTable {
+    fn new(lanes: usize) -> SeriesTable {
+        SeriesTable { by_json: HashMap::new(), by_labels: HashMap::new(), series: Vec::new(), last: Vec::new(), lanes }
+    }
+
+    fn intern(&mut self, labels_json: &str, mode: Mode) -> Result<u32, RecordError> {
+        if let Some(&id) = self.by_json.get(labels_json) {
+            return Ok(id);
+        }
+        let labels = record::parse_labels(labels_json, mode)?;
+        let id = self.intern_set(labels);
+        self.by_json.insert(labels_json.into(), id);
+        Ok(id)
+    }
+
+    fn intern_set(&mut self, labels: LabelSet) -> u32 {
+        if let Some(&id) = self.by_labels.get(&labels) {
+            return id;
+        }
+        let id = self.series.len() as u32;
+        self.series.push(Arc::new(Series {
+            selector: labels.to_selector(),
+            key: Arc::new(SeriesKey::new(labels.clone())),
+            lane: id as usize % self.lanes,
+        }));
+        self.last.push((i64::MIN, 0));
+        self.by_labels.insert(labels, id);
+        id
+    }
+}
+
+/// Paces, parses, batches and encodes on a plain thread: CPU-bound work
+/// that should not sit on the async runtime.
+fn batch_thread(
+    cfg: &PushConfig,
+    fixed_mode: Option<Mode>,
+    rx: Receiver<Item>,
+    lanes: Vec<mpsc::Sender<(Mode, Message)>>,
+    stats: &Stats,
+    stop: &AtomicBool,
+) -> BatchOutcome {
+    let mut st = BatchState {
+        mode: fixed_mode,
+        batcher: None,
+        encoder: Encoder::new(cfg.encoding),
+        table: SeriesTable::new(lanes.len()),
+        lanes,
+        out: Vec::new(),
+        pacer: Pacer::new(cfg.rate.clone()),
+        pace_units: 0,
+        first_ts_ns: None,
+        shift: 0,
+        replay_start: Instant::now(),
+        skipped: 0,
+        skipped_examples: Vec::new(),
+        input_error: None,
+        cfg,
+        stats,
+        stop,
+        raw_series: None,
+        done: false,
+    };
+    if let Some(t) = stats.metrics.as_ref() {
+        t.target_rate.set(st.pacer.target_rate().unwrap_or(0.0));
+    }
+    let tick = (cfg.limits.linger / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+    while !st.done {
+        if stop.load(Relaxed) {
+            break;
+        }
+        match rx.recv_timeout(tick) {
+            Ok(Item::Block(block)) => st.block(block),
+            Ok(Item::Error(e)) => {
+                st.input_error = Some(e.to_string());
+                break;
+            }
+            Err(RecvTimeoutError::Timeout) => st.sweep(),
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Some(b) = st.batcher.as_mut() {
+        b.flush(&mut st.out);
+    }
+    st.send_out();
+    BatchOutcome { mode: st.mode, skipped: st.skipped, skipped_examples: st.skipped_examples, input_error: st.input_error }
+}
+
+struct BatchState<'a> {
+    mode: Option<Mode>,
+    batcher: Option<Batcher>,
+    encoder: Encoder,
+    table: SeriesTable,
+    lanes: Vec<mpsc::Sender<(Mode, Message)>>,
+    out: Vec<Batch>,
+    pacer: Pacer,
+    pace_units: u32,
+    first_ts_ns: Option<i64>,
+    /// Added to every timestamp by --retime, in the mode's unit.
+    shift: i64,
+    replay_start: Instant,
+    skipped: u64,
+    skipped_examples: Vec<String>,
+    input_error: Option<String>,
+    cfg: &'a PushConfig,
+    stats: &'a Stats,
+    stop: &'a AtomicBool,
+    raw_series: Option<u32>,
+    done: bool,
+}
+
+impl BatchState<'_> {
+    fn block(&mut self, block: input::Block) {
+        for &(line_no, len) in &block.oversize {
+            let why = format!("line is {len} bytes, over the limit of {} (--max-line-bytes)", self.cfg.max_line_bytes);
+            if self.invalid(&block.source, line_no, &why) {
+                return;
+            }
+        }
+        let mut line_no = block.first_line;
+        let data = &block.data;
+        let mut start = 0;
+        while start < data.len() {
+            let end = data[start..].iter().position(|&b| b == b'\n').map_or(data.len(), |i| start + i);
+            let mut line = &data[start..end];
+            start = end + 1;
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            let this_line = line_no;
+            line_no += 1;
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            if let Err(e) = self.line(line) {
+                if self.invalid(&block.source, this_line, &e.to_string()) {
+                    return;
+                }
+            }
+            if self.done || self.stop.load(Relaxed) {
+                self.done = true;
+                return;
+            }
+        }
+    }
+
+    /// Handles an invalid line; returns true if reading must stop.
+    fn invalid(&mut self, source: &str, line: u64, why: &str) -> bool {
+        let msg = format!("{source}:{line}: {why}");
+        match self.cfg.on_invalid {
+            OnInvalid::Fail => {
+                self.input_error = Some(msg);
+                self.done = true;
+                true
+            }
+            OnInvalid::Skip => {
+                self.skipped += 1;
+                self.stats.skipped_lines.fetch_add(1, Relaxed);
+                if self.skipped_examples.len() < 20 {
+                    if !self.cfg.quiet {
+                        eprintln!("looker-push: skipped {msg}");
+                    }
+                    self.skipped_examples.push(msg);
+                }
+                false
+            }
+        }
+    }
+
+    fn line(&mut self, bytes: &[u8]) -> Result<(), RecordError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| RecordError::Utf8)?;
+        match self.cfg.format {
+            InputFormat::Raw => {
+                let id = match self.raw_series {
+                    Some(id) => id,
+                    None => {
+                        let labels = self.cfg.raw_labels.clone().unwrap_or_else(|| {
+                            LabelSet::new(vec![("job".into(), "looker-push".into())]).unwrap_or_default()
+                        });
+                        let id = self.table.intern_set(labels);
+                        self.raw_series = Some(id);
+                        id
+                    }
+                };
+                // Wall time at read, strictly increasing per stream.
+                let prev = self.table.last[id as usize].0;
+                let ts = timefmt::now_ns().max(prev.saturating_add(1));
+                self.accept(id, Mode::Logs, ts, Payload::Line(text.into()))
+            }
+            InputFormat::Ndjson => {
+                let rec = record::parse_line(text)?;
+                let got = rec.payload.mode();
+                let mode = *self.mode.get_or_insert(got);
+                if got != mode {
+                    return Err(RecordError::WrongMode { expected: mode, got });
+                }
+                let id = self.table.intern(rec.labels_json, mode)?;
+                self.accept(id, mode, rec.ts, rec.payload)
+            }
+        }
+    }
+
+    fn accept(&mut self, id: u32, mode: Mode, ts: i64, payload: Payload<'_>) -> Result<(), RecordError> {
+        if self.batcher.is_none() {
+            self.mode = Some(mode);
+            self.batcher = Some(Batcher::new(mode, self.cfg.limits.clone(), self.lanes.len()));
+        }
+        let unit = mode.ns_per_unit();
+        if self.first_ts_ns.is_none() {
+            self.first_ts_ns = Some(ts.saturating_mul(unit));
+            if self.cfg.retime {
+                self.shift = timefmt::now_ns() / unit - ts;
+            }
+            self.replay_start = Instant::now();
+        }
+        let orig_ts = ts;
+        let ts = ts.saturating_add(self.shift);
+        let hash = match &payload {
+            Payload::Line(l) => crate::checksum::log_entry(ts, l.as_bytes()),
+            Payload::Value(v) => crate::checksum::metric_sample(ts, *v),
+        };
+        let (last_ts, last_hash) = self.table.last[id as usize];
+        if ts == last_ts && hash == last_hash {
+            return Err(RecordError::Ts(format!(
+                "{ts}: same timestamp and content as the previous entry of this series (stores keep it once)"
+            )));
+        }
+        if mode == Mode::Metrics && ts <= last_ts {
+            return Err(RecordError::Ts(format!(
+                "{ts} is not after the previous sample of this series ({last_ts}); remote-write receivers drop or reject out-of-order samples"
+            )));
+        }
+        self.table.last[id as usize] = (ts, hash);
+        self.pace(orig_ts, unit, &payload);
+        let series = self.table.series[id as usize].clone();
+        let batcher = self.batcher.as_mut().unwrap_or_else(|| unreachable!());
+        match payload {
+            Payload::Line(l) => batcher.push_line(&series, id, ts, &l, &mut self.out),
+            Payload::Value(v) => batcher.push_value(&series, id, ts, v, &mut self.out),
+        }
+        self.stats.entries_read.fetch_add(1, Relaxed);
+        if !self.out.is_empty() {
+            self.send_out();
+        }
+        if self.stats.entries_read.load(Relaxed) % 4096 == 0 {
+            let lag_ms = (timefmt::now_ns() - ts.saturating_mul(unit)) / 1_000_000;
+            self.stats.lag_ms.store(lag_ms, Relaxed);
+            if let Some(m) = &self.stats.metrics {
+                m.lag_seconds.set(lag_ms as f64 / 1000.0);
+            }
+            self.sweep();
+        }
+        Ok(())
+    }
+
+    /// Delays the record per --speed and the rate limit; never drops it.
+    fn pace(&mut self, orig_ts: i64, unit: i64, payload: &Payload<'_>) {
+        if let (Some(speed), Some(first)) = (self.cfg.speed, self.first_ts_ns) {
+            let offset_ns = (orig_ts.saturating_mul(unit) - first).max(0) as f64 / speed;
+            let due = self.replay_start + Duration::from_nanos(offset_ns as u64);
+            self.wait_until(due);
+        }
+        if self.pacer.is_unlimited() {
+            return;
+        }
+        let units = if self.pacer.paces_bytes() {
+            match payload {
+                Payload::Line(l) => l.len() as u32,
+                Payload::Value(_) => 16,
+            }
+        } else {
+            1
+        };
+        self.pace_units += units;
+        if self.pace_units < self.pacer.chunk() {
+            return;
+        }
+        let n = std::mem::take(&mut self.pace_units);
+        loop {
+            match self.pacer.poll(n) {
+                Pace::Go => break,
+                Pace::Wait(d) => self.wait_until(Instant::now() + d),
+                Pace::Done => {
+                    self.done = true;
+                    break;
+                }
+            }
+            if self.stop.load(Relaxed) {
+                break;
+            }
+        }
+        let rate = self.pacer.target_rate().unwrap_or(0.0);
+        self.stats.target_rate_milli.store((rate * 1000.0) as u64, Relaxed);
+        if let Some(m) = &self.stats.metrics {
+            m.target_rate.set(rate);
+        }
+    }
+
+    /// Sleeps until `due`, still closing lingering batches meanwhile.
+    fn wait_until(&mut self, due: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= due || self.stop.load(Relaxed) {
+                return;
+            }
+            std::thread::sleep((due - now).min(Duration::from_millis(20)));
+            self.sweep();
+        }
+    }
+
+    fn sweep(&mut self) {
+        if let Some(b) = self.batcher.as_mut() {
+            b.sweep(Instant::now(), &mut self.out);
+        }
+        if !self.out.is_empty() {
+            self.send_out();
+        }
+    }
+
+    fn send_out(&mut self) {
+        let mode = self.mode.unwrap_or(Mode::Logs);
+        for batch in std::mem::take(&mut self.out) {
+            let body = bytes::Bytes::from(self.encoder.encode(&batch));
+            let msg = Message { body, entries: batch.entries as u64, metas: batch.metas };
+            // Blocks while the lane is busy: this is the backpressure.
+            if self.lanes[batch.lane].blocking_send((mode, msg)).is_err() {
+                self.done = true;
+            }
+        }
+    }
+}

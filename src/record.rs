@@ -1,0 +1,366 @@
+//! The NDJSON record format shared by all three tools.
+//!
+//! Log entry:     `{"labels":{"app":"x"},"ts":"1700000000000000000","line":"..."}`
+//! Metric sample: `{"labels":{"__name__":"m","k":"v"},"ts":1700000000000,"value":1.5}`
+//!
+//! Log timestamps are Unix nanoseconds, metric timestamps Unix
+//! milliseconds; either may be given as an integer, a decimal string, or an
+//! RFC3339 string. Internally a record keeps its timestamp in the native
+//! unit of its kind (ns for logs, ms for metrics) so nothing is rounded.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::labels::{LabelError, LabelSet};
+use crate::timefmt;
+
+/// Whether a stream of records carries log lines or metric samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Logs,
+    Metrics,
+}
+
+impl Mode {
+    /// Nanoseconds per timestamp unit of this mode.
+    pub fn ns_per_unit(self) -> i64 {
+        match self {
+            Mode::Logs => 1,
+            Mode::Metrics => 1_000_000,
+        }
+    }
+}
+
+/// Why one NDJSON line is not a record.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("invalid UTF-8")]
+    Utf8,
+    #[error("{0}")]
+    Labels(#[from] LabelError),
+    #[error("invalid ts: {0}")]
+    Ts(String),
+    #[error("record has both \"line\" and \"value\"")]
+    Both,
+    #[error("record has neither \"line\" nor \"value\"")]
+    Neither,
+    #[error("invalid value: {0}")]
+    Value(String),
+    #[error("expected a {expected:?} record, got a {got:?} record")]
+    WrongMode { expected: Mode, got: Mode },
+}
+
+/// The payload of one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload<'a> {
+    Line(Cow<'a, str>),
+    Value(f64),
+}
+
+impl Payload<'_> {
+    pub fn mode(&self) -> Mode {
+        match self {
+            Payload::Line(_) => Mode::Logs,
+            Payload::Value(_) => Mode::Metrics,
+        }
+    }
+}
+
+/// A record parsed from one line, borrowing from it where it can.
+#[derive(Debug)]
+pub struct RawRecord<'a> {
+    /// The labels object exactly as written; used as a cache key so a
+    /// series' labels are validated once, not once per entry.
+    pub labels_json: &'a str,
+    /// In the mode's native unit: ns for logs, ms for metrics.
+    pub ts: i64,
+    pub payload: Payload<'a>,
+}
+
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    labels: Option<&'a RawValue>,
+    #[serde(borrow)]
+    ts: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    line: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+}
+
+/// Parses one NDJSON line (without its newline).
+pub fn parse_line(line: &str) -> Result<RawRecord<'_>, RecordError> {
+    let w: Wire<'_> = serde_json::from_str(line).map_err(|e| RecordError::Json(e.to_string()))?;
+    let labels = w
+        .labels
+        .ok_or_else(|| RecordError::Json("missing field \"labels\"".into()))?;
+    let ts_raw =
+        w.ts.ok_or_else(|| RecordError::Json("missing field \"ts\"".into()))?;
+    let labels_json = labels.get();
+    if !labels_json.starts_with('{') {
+        return Err(RecordError::Labels(LabelError::Malformed(
+            "\"labels\" must be an object of strings".into(),
+        )));
+    }
+    let payload = match (w.line, w.value) {
+        (Some(_), Some(_)) => return Err(RecordError::Both),
+        (None, None) => return Err(RecordError::Neither),
+        (Some(l), None) => Payload::Line(parse_line_field(l.get())?),
+        (None, Some(v)) => Payload::Value(parse_value(v.get())?),
+    };
+    let ts = parse_ts(ts_raw.get(), payload.mode())?;
+    Ok(RawRecord {
+        labels_json,
+        ts,
+        payload,
+    })
+}
+
+/// Borrows the line when it has no escapes (the common case), so parsing
+/// does not allocate per entry.
+fn parse_line_field(raw: &str) -> Result<Cow<'_, str>, RecordError> {
+    if let Some(inner) = raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        if !inner.contains('\\') {
+            return Ok(Cow::Borrowed(inner));
+        }
+        return serde_json::from_str::<String>(raw)
+            .map(Cow::Owned)
+            .map_err(|e| RecordError::Json(e.to_string()));
+    }
+    Err(RecordError::Json(format!(
+        "\"line\" must be a string, got {}",
+        raw.chars().take(40).collect::<String>()
+    )))
+}
+
+fn parse_value(raw: &str) -> Result<f64, RecordError> {
+    let s = raw.trim();
+    let unquoted = s.strip_prefix('"').and_then(|s| s.strip_suffix('"'));
+    match unquoted {
+        Some("NaN") => Ok(f64::NAN),
+        Some("+Inf") | Some("Inf") => Ok(f64::INFINITY),
+        Some("-Inf") => Ok(f64::NEG_INFINITY),
+        Some(other) => other
+            .parse::<f64>()
+            .map_err(|_| RecordError::Value(format!("{s} is not a number"))),
+        None => s
+            .parse::<f64>()
+            .map_err(|_| RecordError::Value(format!("{s} is not a number"))),
+    }
+}
+
+/// Parses a raw JSON `ts` value into the mode's unit.
+fn parse_ts(raw: &str, mode: Mode) -> Result<i64, RecordError> {
+    let bad = |why: &str| RecordError::Ts(format!("{raw}: {why}"));
+    let text = match raw.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        Some(inner) => inner,
+        None => {
+            if raw.starts_with('-') || !raw.bytes().all(|b| b.is_ascii_digit()) || raw.is_empty() {
+                return Err(bad("expected a non-negative integer or a string"));
+            }
+            raw
+        }
+    };
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse::<i64>().map_err(|_| bad("out of range"));
+    }
+    let ns = timefmt::parse_rfc3339_ns(text).map_err(|_| bad("not an integer or RFC3339"))?;
+    if ns < 0 {
+        return Err(bad("before 1970"));
+    }
+    Ok(ns.div_euclid(mode.ns_per_unit()))
+}
+
+/// Parses and validates a labels object (the slow path, once per series).
+pub fn parse_labels(labels_json: &str, mode: Mode) -> Result<LabelSet, RecordError> {
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(labels_json)
+        .map_err(|e| {
+            RecordError::Labels(LabelError::Malformed(format!(
+                "\"labels\" must be an object of strings ({e})"
+            )))
+        })?;
+    let set = LabelSet::new(map.into_iter().collect())?;
+    if mode == Mode::Metrics && set.get("__name__").is_none() {
+        return Err(RecordError::Labels(LabelError::NoMetricName));
+    }
+    Ok(set)
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => {
+                buf.extend_from_slice(&bytes[start..i]);
+                buf.extend_from_slice(b"\\u00");
+                buf.push(HEX[(b >> 4) as usize]);
+                buf.push(HEX[(b & 0xf) as usize]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(esc);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+/// Appends one log record line (with its newline). `labels_json` is the
+/// series' labels object, formatted once per series by [`LabelSet::write_json`].
+pub fn write_log_record(buf: &mut Vec<u8>, labels_json: &[u8], ts_ns: i64, line: &str) {
+    buf.extend_from_slice(b"{\"labels\":");
+    buf.extend_from_slice(labels_json);
+    buf.extend_from_slice(b",\"ts\":\"");
+    buf.extend_from_slice(itoa::Buffer::new().format(ts_ns).as_bytes());
+    buf.extend_from_slice(b"\",\"line\":");
+    write_json_str(buf, line);
+    buf.extend_from_slice(b"}\n");
+}
+
+/// Appends one metric record line (with its newline).
+pub fn write_metric_record(buf: &mut Vec<u8>, labels_json: &[u8], ts_ms: i64, value: f64) {
+    buf.extend_from_slice(b"{\"labels\":");
+    buf.extend_from_slice(labels_json);
+    buf.extend_from_slice(b",\"ts\":");
+    buf.extend_from_slice(itoa::Buffer::new().format(ts_ms).as_bytes());
+    buf.extend_from_slice(b",\"value\":");
+    write_json_value(buf, value);
+    buf.extend_from_slice(b"}\n");
+}
+
+/// Finite values as JSON numbers (shortest round-trip form); NaN and the
+/// infinities as the strings Prometheus uses, since JSON has no such numbers.
+pub fn write_json_value(buf: &mut Vec<u8>, value: f64) {
+    if value.is_nan() {
+        buf.extend_from_slice(b"\"NaN\"");
+    } else if value.is_infinite() {
+        buf.extend_from_slice(if value > 0.0 {
+            b"\"+Inf\""
+        } else {
+            b"\"-Inf\""
+        });
+    } else if value == value.trunc() && value.abs() < 1e15 {
+        buf.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
+    } else {
+        buf.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_log_record_borrowing_line() {
+        let r = parse_line(r#"{"labels":{"a":"1"},"ts":"1700000000000000001","line":"hello"}"#)
+            .unwrap();
+        assert_eq!(r.labels_json, r#"{"a":"1"}"#);
+        assert_eq!(r.ts, 1_700_000_000_000_000_001);
+        assert!(matches!(r.payload, Payload::Line(Cow::Borrowed("hello"))));
+    }
+
+    #[test]
+    fn accepts_integer_and_rfc3339_ts() {
+        let r = parse_line(r#"{"labels":{"a":"1"},"ts":1700000000000000001,"line":"x"}"#).unwrap();
+        assert_eq!(r.ts, 1_700_000_000_000_000_001);
+        let r =
+            parse_line(r#"{"labels":{"a":"1"},"ts":"2023-11-14T22:13:20.5Z","line":"x"}"#).unwrap();
+        assert_eq!(r.ts, 1_700_000_000_500_000_000);
+        let m =
+            parse_line(r#"{"labels":{"__name__":"m"},"ts":"2023-11-14T22:13:20.5009Z","value":2}"#)
+                .unwrap();
+        assert_eq!(m.ts, 1_700_000_000_500);
+        assert_eq!(m.payload, Payload::Value(2.0));
+    }
+
+    #[test]
+    fn rejects_malformed_records_with_reasons() {
+        let cases = [
+            (r#"{"labels":{"a":"1"},"ts":"1","line":"x""#, "invalid JSON"),
+            (r#"{"ts":"1","line":"x"}"#, "missing field \"labels\""),
+            (r#"{"labels":{"a":"1"},"line":"x"}"#, "missing field \"ts\""),
+            (r#"{"labels":{"a":"1"},"ts":-5,"line":"x"}"#, "invalid ts"),
+            (r#"{"labels":{"a":"1"},"ts":1.5,"line":"x"}"#, "invalid ts"),
+            (
+                r#"{"labels":{"a":"1"},"ts":"soon","line":"x"}"#,
+                "invalid ts",
+            ),
+            (r#"{"labels":{"a":"1"},"ts":1,"line":5}"#, "must be a string"),
+            (r#"{"labels":{"a":"1"},"ts":1}"#, "neither"),
+            (
+                r#"{"labels":{"a":"1"},"ts":1,"line":"x","value":1}"#,
+                "both",
+            ),
+            (r#"{"labels":[1],"ts":1,"line":"x"}"#, "must be an object"),
+            (
+                r#"{"labels":{"__name__":"m"},"ts":1,"value":"abc"}"#,
+                "not a number",
+            ),
+        ];
+        for (line, want) in cases {
+            let err = parse_line(line)
+                .err()
+                .unwrap_or_else(|| panic!("accepted {line}"));
+            assert!(err.to_string().contains(want), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn label_validation_happens_on_the_slow_path() {
+        assert!(parse_labels(r#"{"a-b":"1"}"#, Mode::Logs).is_err());
+        assert!(parse_labels(r#"{"a":1}"#, Mode::Logs).is_err());
+        assert!(parse_labels(r#"{"a":"1"}"#, Mode::Metrics).is_err());
+        assert!(parse_labels(r#"{"__name__":"m","a":"1"}"#, Mode::Metrics).is_ok());
+    }
+
+    #[test]
+    fn written_records_parse_back() {
+        let labels = crate::labels::LabelSet::new(vec![("a".into(), "x\"y".into())]).unwrap();
+        let mut lj = Vec::new();
+        labels.write_json(&mut lj);
+        let mut buf = Vec::new();
+        write_log_record(&mut buf, &lj, 42, "tab\there \u{1} \"q\" é");
+        let text = std::str::from_utf8(&buf).unwrap();
+        assert!(text.ends_with('\n'));
+        let r = parse_line(text.trim_end()).unwrap();
+        assert_eq!(r.ts, 42);
+        assert_eq!(r.payload, Payload::Line("tab\there \u{1} \"q\" é".into()));
+        assert_eq!(parse_labels(r.labels_json, Mode::Logs).unwrap(), labels);
+
+        for v in [
+            0.1,
+            -3.0,
+            1e300,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            12.345,
+        ] {
+            let mut buf = Vec::new();
+            write_metric_record(&mut buf, br#"{"__name__":"m"}"#, 7, v);
+            let r = parse_line(std::str::from_utf8(&buf).unwrap().trim_end()).unwrap();
+            match r.payload {
+                Payload::Value(got) => assert!(got == v || (got.is_nan() && v.is_nan())),
+                _ => panic!(),
+            }
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! Delivering encoded messages: HTTP targets with retries, the local file
+//! sink, or nowhere.
+//!
+//! Retry policy (as promtail and the remote-write spec): transport errors,
+//! 5xx and 429 are retried with exponential backoff and jitter, honouring
+//! `Retry-After`; any other 4xx is final and recorded as rejected with the
+//! server's reason. Each outcome also says whether an attempt may have
+//! reached the store, which decides between `failed` and `unknown`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+
+use crate::encode::Encoding;
+use crate::manifest::Status;
+use crate::report::Stats;
+
+/// Where messages go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Loki { url: String },
+    RemoteWrite { url: String },
+    File { path: PathBuf },
+    Null,
+}
+
+impl Target {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Loki { .. } => "loki",
+            Target::RemoteWrite { .. } => "remote-write",
+            Target::File { .. } => "file",
+            Target::Null => "null",
+        }
+    }
+
+    pub fn display_url(&self) -> String {
+        match self {
+            Target::Loki { url } | Target::RemoteWrite { url } => crate::http::redact_url(url),
+            Target::File { path } => path.display().to_string(),
+            Target::Null => "null".into(),
+        }
+    }
+}
+
+/// Appends `/loki/api/v1/push` to a base URL unless the path is already there.
+pub fn loki_push_url(base: &str) -> String {
+    let b = base.trim_end_matches('/');
+    if b.ends_with("/loki/api/v1/push") {
+        b.to_string()
+    } else {
+        format!("{b}/loki/api/v1/push")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Give up when the next attempt would start later than this after the first.
+    pub deadline: Duration,
+}
+
+/// The outcome of one attempt.
+#[derive(Debug)]
+enum Attempt {
+    Acked(u16),
+    Rejected { code: u16, reason: String },
+    Retry {
+        code: Option<u16>,
+        reason: String,
+        /// The store may have written some or all of the message.
+        ambiguous: bool,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The final word on a message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub status: Status,
+    pub attempts: u32,
+    /// Acknowledged, but an earlier attempt may also have been written.
+    pub maybe_duplicated: bool,
+    pub reason: Option<String>,
+}
+
+/// Sends bodies to one target.
+pub struct Sender {
+    target: Target,
+    encoding: Encoding,
+    client: Option<reqwest::Client>,
+    file: Option<Mutex<std::fs::File>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct SinkOpenError {
+    path: String,
+    source: std::io::Error,
+}
+
+impl Sender {
+    pub fn new(
+        target: Target,
+        encoding: Encoding,
+        client: Option<reqwest::Client>,
+    ) -> Result<Sender, SinkOpenError> {
+        let file = match &target {
+            Target::File { path } => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| SinkOpenError {
+                        path: path.display().to_string(),
+                        source,
+                    })?,
+            )),
+            _ => None,
+        };
+        Ok(Sender {
+            target,
+            encoding,
+            client,
+            file,
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    async fn attempt(&self, body: &bytes::Bytes) -> Attempt {
+        let url = match &self.target {
+            Target::Null => return Attempt::Acked(204),
+            Target::File { .. } => return self.write_file(body),
+            Target::Loki { url } | Target::RemoteWrite { url } => url,
+        };
+        let Some(client) = &self.client else {
+            return Attempt::Rejected {
+                code: 0,
+                reason: "no HTTP client".into(),
+            };
+        };
+        let mut req = client
+            .post(url)
+            .header("content-type", self.encoding.content_type())
+            .body(body.clone());
+        if let Some(ce) = self.encoding.content_encoding() {
+            req = req.header("content-encoding", ce);
+        }
+        if matches!(self.target, Target::RemoteWrite { .. }) {
+            req = req.header("x-prometheus-remote-write-version", "0.1.0");
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let code = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after);
+                if resp.status().is_success() {
+                    return Attempt::Acked(code);
+                }
+                let text = resp.text().await.unwrap_or_default();
+                let reason = format!("HTTP {code}: {}", summarize(&text));
+                if code == 429 || code >= 500 {
+                    Attempt::Retry {
+                        code: Some(code),
+                        reason,
+                        // A 429 rejects the whole request (Loki, Mimir,
+                        // Prometheus); a 5xx may follow a partial write.
+                        ambiguous: code != 429,
+                        retry_after,
+                    }
+                } else {
+                    Attempt::Rejected { code, reason }
+                }
+            }
+            Err(e) => {
+                // Only a failed connect proves nothing was sent.
+                let ambiguous = !e.is_connect();
+                Attempt::Retry {
+                    code: None,
+                    reason: format!("{}: {}", if e.is_timeout() { "timeout" } else { "transport error" }, error_chain(&e)),
+                    ambiguous,
+                    retry_after: None,
+                }
+            }
+        }
+    }
+
+    fn write_file(&self, body: &[u8]) -> Attempt {
+        let Some(file) = &self.file else {
+            return Attempt::Rejected {
+                code: 0,
+                reason: "file sink not open".into(),
+            };
+        };
+        let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+        // Local appends are short; doing them inline keeps the sink simple.
+        match f.write_all(body) {
+            Ok(()) => Attempt::Acked(200),
+            Err(e) => Attempt::Retry {
+                code: None,
+                reason: format!("writing {}: {e}", self.target.display_url()),
+                ambiguous: true,
+                retry_after: None,
+            },
+        }
+    }
+
+    /// Sends one body until it is acknowledged, rejected, out of retry
+    /// budget, or abandoned at shutdown.
+    pub async fn deliver(
+        &self,
+        body: bytes::Bytes,
+        entries: u64,
+        policy: &RetryPolicy,
+        abandon: &CancellationToken,
+        stats: &Stats,
+    ) -> Delivery {
+        let first = Instant::now();
+        let mut attempts = 0u32;
+        let mut ambiguous_before = false;
+        let mut delay = policy.min_delay;
+        loop {
+            attempts += 1;
+            let started = Instant::now();
+            stats.request_started();
+            let outcome = tokio::select! {
+                biased;
+                _ = abandon.cancelled() => None,
+                a = self.attempt(&body) => Some(a),
+            };
+            stats.request_finished();
+            let Some(outcome) = outcome else {
+                return Delivery {
+                    status: Status::Unknown,
+                    attempts,
+                    maybe_duplicated: false,
+                    reason: Some("abandoned in flight at shutdown".into()),
+                };
+            };
+            let elapsed = started.elapsed();
+            match outcome {
+                Attempt::Acked(code) => {
+                    stats.record_response(Some(code), elapsed, entries, body.len() as u64);
+                    return Delivery {
+                        status: Status::Ok,
+                        attempts,
+                        maybe_duplicated: ambiguous_before,
+                        reason: None,
+                    };
+                }
+                Attempt::Rejected { code, reason } => {
+                    stats.record_response(Some(code), elapsed, 0, 0);
+                    return Delivery {
+                        status: Status::Rejected,
+                        attempts,
+                        maybe_duplicated: false,
+                        reason: Some(reason),
+                    };
+                }
+                Attempt::Retry {
+                    code,
+                    reason,
+                    ambiguous,
+                    retry_after,
+                } => {
+                    stats.record_response(code, elapsed, 0, 0);
+                    ambiguous_before |= ambiguous;
+                    let jittered = jitter(delay);
+                    let wait = retry_after.map_or(jittered, |ra| ra.max(jittered));
+                    delay = (delay * 2).min(policy.max_delay);
+                    let give_up = |why: String| Delivery {
+                        status: if ambiguous_before {
+                            Status::Unknown
+                        } else {
+                            Status::Failed
+                        },
+                        attempts,
+                        maybe_duplicated: false,
+                        reason: Some(why),
+                    };
+                    if first.elapsed() + wait > policy.deadline {
+                        return give_up(format!("gave up after {attempts} attempts: {reason}"));
+                    }
+                    stats.record_retry();
+                    tokio::select! {
+                        _ = abandon.cancelled() => {
+                            return give_up(format!("interrupted while retrying after {attempts} attempts: {reason}"));
+                        }
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Full jitter in [d/2, d]: spreads retries of many lanes apart.
+fn jitter(d: Duration) -> Duration {
+    let f: f64 = rand::rng().random_range(0.5..=1.0);
+    d.mul_f64(f)
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The first line of a response body, bounded, for reasons in manifests.
+fn summarize(text: &str) -> String {
+    let t = text.trim();
+    let mut s: String = t.chars().take(300).collect();
+    if t.chars().count() > 300 {
+        s.push('…');
+    }
+    s.replace('\n', " | ")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        let future = std::time::SystemTime::now() + Duration::from_secs(30);
+        let d = parse_retry_after(&httpdate::fmt_http_date(future)).unwrap();
+        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn loki_url_gets_the_push_path_once() {
+        assert_eq!(loki_push_url("http://h:3100"), "http://h:3100/loki/api/v1/push");
+        assert_eq!(loki_push_url("http://h:3100/"), "http://h:3100/loki/api/v1/push");
+        assert_eq!(
+            loki_push_url("http://h:3100/loki/api/v1/push"),
+            "http://h:3100/loki/api/v1/push"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(100));
+            assert!(j >= Duration::from_millis(50) && j <= Duration::from_millis(100));
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Reads data back from a store and checks it against manifests.
+//!
+//! Every series in the manifests is planned ([`check::SeriesPlan`]), read
+//! from the store over its manifest time range in time order, and each
+//! returned entry is folded into a [`check::SeriesChecker`], which keeps
+//! only per-fragment-group digests. Findings are what differs; the verdict
+//! fails only on findings about acknowledged data.
+
+pub mod check;
+pub mod file;
+pub mod loki;
+pub mod prom;
+pub mod report;
+pub mod vm;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::exit::Exit;
+use crate::http::ClientArgs;
+use crate::manifest;
+use crate::record::Mode;
+
+use check::{SeriesChecker, SeriesPlan, SeriesResult};
+
+/// How `looker-verify` reads a Prometheus-compatible store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReadApi {
+    /// Instant range queries on /api/v1/query (raw samples).
+    Query,
+    /// Prometheus remote read on /api/v1/read.
+    RemoteRead,
+}
+
+/// Where the data to check is.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Loki(String),
+    Prometheus(String, ReadApi),
+    VictoriaMetrics(String),
+    File(PathBuf),
+}
+
+impl Target {
+    fn mode(&self) -> Option<Mode> {
+        match self {
+            Target::Loki(_) => Some(Mode::Logs),
+            Target::Prometheus(..) | Target::VictoriaMetrics(_) => Some(Mode::Metrics),
+            Target::File(_) => None,
+        }
+    }
+
+    /// A printable name, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Loki(u) => format!("loki {}", crate::http::redact_url(u)),
+            Target::Prometheus(u, ReadApi::Query) => {
+                format!("prometheus {}", crate::http::redact_url(u))
+            }
+            Target::Prometheus(u, ReadApi::RemoteRead) => {
+                format!("prometheus remote read {}", crate::http::redact_url(u))
+            }
+            Target::VictoriaMetrics(u) => {
+                format!("victoriametrics {}", crate::http::redact_url(u))
+            }
+            Target::File(p) => format!("file {}", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub manifests: Vec<PathBuf>,
+    pub target: Target,
+    pub client: ClientArgs,
+    /// Entries per Loki query.
+    pub query_limit: usize,
+    pub max_concurrent_reads: usize,
+    /// Check only this many series, chosen at random with `seed`.
+    pub sample_series: Option<usize>,
+    pub seed: u64,
+    /// Re-check series with discrepancies until they pass or this elapses.
+    pub wait: Duration,
+}
+
+/// The result of a verification that could be carried out.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: report::Report,
+    pub exit: Exit,
+}
+
+/// A reader of one series from an HTTP store.
+pub enum Reader {
+    Loki(loki::LokiReader),
+    Query(prom::QueryReader),
+    RemoteRead(prom::RemoteReader),
+    Vm(vm::VmReader),
+}
+
+/// Receives entries in time order: (timestamp, hash, 12-digit hash).
+pub type Sink<'a> = dyn FnMut(i64, u64, u64) + Send + 'a;
+
+impl Reader {
+    pub fn new(target: &Target, client: reqwest::Client, query_limit: usize) -> anyhow::Result<Reader> {
+        Ok(match target {
+            Target::Loki(u) => Reader::Loki(loki::LokiReader::new(client, u, query_limit)?),
+            Target::Prometheus(u, ReadApi::Query) => Reader::Query(prom::QueryReader::new(client, u)?),
+            Target::Prometheus(u, ReadApi::RemoteRead) => {
+                Reader::RemoteRead(prom::RemoteReader::new(client, u)?)
+            }
+            Target::VictoriaMetrics(u) => Reader::Vm(vm::VmReader::new(client, u)?),
+            Target::File(_) => bail!("a file is not read per series"),
+        })
+    }
+
+    /// Called before each pass over the series.
+    pub async fn prepare(&self) {
+        if let Reader::Vm(r) = self {
+            r.force_flush().await;
+        }
+    }
+
+    /// Reads the series over its whole planned range, in time order.
+    pub async fn read(&self, plan: &SeriesPlan, sink: &mut Sink<'_>) -> anyhow::Result<()> {
+        match self {
+            Reader::Loki(r) => r.read(plan, sink).await,
+            Reader::Query(r) => r.read(plan, sink).await,
+            Reader::RemoteRead(r) => r.read(plan, sink).await,
+            Reader::Vm(r) => r.read(plan, sink).await,
+        }
+    }
+}
+
+/// Builds the base URL joined with `path`, keeping any path prefix the user
+/// gave (e.g. `/prometheus` for Mimir).
+pub(crate) fn endpoint(base: &str, path: &str) -> anyhow::Result<reqwest::Url> {
+    let url = format!("{}{}", base.trim_end_matches('/'), path);
+    let parsed = reqwest::Url::parse(&url)
+        .with_context(|| format!("invalid URL {:?}", crate::http::redact_url(base)))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        bail!("invalid URL {:?}: expected http or https", crate::http::redact_url(base));
+    }
+    Ok(parsed)
+}
+
+/// Retries of one request on answers that say "try again".
+const RETRIES: u32 = 3;
+
+/// Sends a request, retrying connection errors, timeouts, 429 and 5xx with
+/// backoff, and returns the body of a 2xx answer. Other answers become an
+/// error carrying the status and the start of the body (stores put their
+/// reason there).
+pub(crate) async fn send(
+    build: impl Fn() -> reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<bytes::Bytes> {
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let last = attempt > RETRIES;
+        match build().send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = match resp.bytes().await {
+                    Ok(b) => b,
+                    Err(e) if !last => {
+                        let _ = e;
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                        continue;
+                    }
+                    Err(e) => return Err(anyhow!("{what}: reading the response: {e}")),
+                };
+                if status.is_success() {
+                    return Ok(body);
+                }
+                let retryable = status.as_u16() == 429 || status.is_server_error();
+                if retryable && !last {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    continue;
+                }
+                return Err(anyhow!("{what}: HTTP {status}: {}", snippet(&body)));
+            }
+            Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err(anyhow!("{what}: {}", error_chain(&e))),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// The start of a response body, as text, for error messages.
+pub(crate) fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(600)]);
+    let t = text.trim();
+    if t.is_empty() {
+        "(empty body)".into()
+    } else if body.len() > 600 {
+        format!("{t}...")
+    } else {
+        t.to_string()
+    }
+}
+
+/// Picks the series to check: all, or `n` at random (seeded, so a run can
+/// be repeated).
+pub fn sample(total: usize, n: Option<usize>, seed: u64) -> Vec<usize> {
+    match n {
+        Some(n) if n < total => {
+            use rand::SeedableRng;
+            let mut rng = rand_pcg::Pcg64::seed_from_u64(seed);
+            let mut v = rand::seq::index::sample(&mut rng, total, n).into_vec();
+            v.sort_unstable();
+            v
+        }
+        _ => (0..total).collect(),
+    }
+}
+
+/// Checks the given series concurrently; fails on the first series that
+/// cannot be read.
+async fn check_series(
+    reader: &Arc<Reader>,
+    plans: &[Arc<SeriesPlan>],
+    which: &[usize],
+    concurrency: usize,
+) -> anyhow::Result<Vec<(usize, SeriesResult)>> {
+    reader.prepare().await;
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut set: JoinSet<anyhow::Result<(usize, SeriesResult)>> = JoinSet::new();
+    let mut out = Vec::with_capacity(which.len());
+    let collect = |r: Result<anyhow::Result<(usize, SeriesResult)>, tokio::task::JoinError>,
+                   out: &mut Vec<(usize, SeriesResult)>| {
+        match r {
+            Ok(Ok(v)) => {
+                out.push(v);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow!("a read task failed: {e}")),
+        }
+    };
+    for &i in which {
+        let permit = sem.clone().acquire_owned().await?;
+        let reader = reader.clone();
+        let plan = plans[i].clone();
+        set.spawn(async move {
+            let _permit = permit;
+            let mut checker = SeriesChecker::new(plan.clone());
+            reader
+                .read(&plan, &mut |ts, h, h12| checker.observe(ts, h, h12))
+                .await
+                .with_context(|| format!("reading series {}", plan.labels))?;
+            Ok((i, checker.finish()))
+        });
+        while let Some(r) = set.try_join_next() {
+            collect(r, &mut out)?;
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        collect(r, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Runs a verification. An `Err` means it could not be carried out.
+pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let loaded = manifest::load(&opts.manifests)?;
+    let mode = loaded.mode.unwrap_or(Mode::Logs);
+    if let Some(want) = opts.target.mode() {
+        if loaded.mode.is_some() && want != mode {
+            bail!(
+                "the manifests describe {} but {} holds {}",
+                mode_name(mode),
+                opts.target.describe(),
+                mode_name(want)
+            );
+        }
+    }
+    let all: Vec<Arc<SeriesPlan>> = loaded
+        .series
+        .iter()
+        .map(|(labels, frags)| Arc::new(SeriesPlan::new(labels.clone(), frags)))
+        .collect();
+    let chosen = sample(all.len(), opts.sample_series, opts.seed);
+    let mut notes = Vec::new();
+    if chosen.len() < all.len() {
+        notes.push(format!(
+            "checked a random sample of {} of {} series (seed {})",
+            chosen.len(),
+            all.len(),
+            opts.seed
+        ));
+    }
+    if all.is_empty() {
+        notes.push("the manifests record no fragments: nothing to check".into());
+    }
+    for run in &loaded.unfinished_runs {
+        notes.push(format!(
+            "run {run} has no trailer: the push did not finish; fragments without an outcome are treated as unknown"
+        ));
+    }
+
+    let mut results: Vec<Option<SeriesResult>> = vec![None; all.len()];
+    let mut strangers = Vec::new();
+    let deadline = started + opts.wait;
+    let mut todo = chosen.clone();
+    let reader = match &opts.target {
+        Target::File(_) => None,
+        t => {
+            let client = crate::http::build_client(
+                &opts.client,
+                concat!("looker-verify/", env!("CARGO_PKG_VERSION")),
+            )?;
+            Some(Arc::new(Reader::new(t, client, opts.query_limit)?))
+        }
+    };
+    let mut first = true;
+    loop {
+        match (&opts.target, &reader) {
+            (Target::File(path), _) => {
+                let only: BTreeSet<usize> = todo.iter().copied().collect();
+                let out = file::check_file(path, mode, &all, &only)?;
+                for (i, r) in out.results {
+                    results[i] = Some(r);
+                }
+                if first {
+                    strangers = out.unexpected_series;
+                    if out.bad_lines > 0 {
+                        notes.push(format!(
+                            "{} lines of {} are not valid records; their entries count as missing",
+                            out.bad_lines,
+                            path.display()
+                        ));
+                    }
+                }
+            }
+            (_, Some(reader)) => {
+                for (i, r) in check_series(reader, &all, &todo, opts.max_concurrent_reads).await? {
+                    results[i] = Some(r);
+                }
+            }
+            (_, None) => bail!("no reader for {}", opts.target.describe()),
+        }
+        first = false;
+        todo.retain(|&i| results[i].as_ref().is_some_and(SeriesResult::has_discrepancy));
+        if todo.is_empty() || Instant::now() >= deadline {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+    }
+    if !todo.is_empty() && !opts.wait.is_zero() {
+        notes.push(format!(
+            "{} series still had discrepancies after waiting {}",
+            todo.len(),
+            humantime::format_duration(opts.wait)
+        ));
+    }
+
+    let checked: Vec<(&SeriesPlan, SeriesResult)> = chosen
+        .iter()
+        .filter_map(|&i| Some((all[i].as_ref(), results[i].take()?)))
+        .collect();
+    let report = report::Report::build(
+        mode,
+        &opts.target.describe(),
+        &checked,
+        strangers,
+        notes,
+        started.elapsed(),
+    );
+    let exit = if report.discrepancies() > 0 {
+        Exit::Discrepancy
+    } else {
+        Exit::Ok
+    };
+    Ok(Outcome { report, exit })
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Logs => "logs",
+        Mode::Metrics => "metrics",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_keep_prefixes_and_reject_other_schemes() {
+        assert_eq!(
+            endpoint("http://h:3100/", "/loki/api/v1/query_range").unwrap().as_str(),
+            "http://h:3100/loki/api/v1/query_range"
+        );
+        assert_eq!(
+            endpoint("https://h/prometheus", "/api/v1/read").unwrap().as_str(),
+            "https://h/prometheus/api/v1/read"
+        );
+        assert!(endpoint("ftp://h", "/x").is_err());
+        assert!(endpoint("not a url", "/x").is_err());
+    }
+
+    #[test]
+    fn sampling_is_seeded_sorted_and_bounded() {
+        let a = sample(100, Some(10), 7);
+        assert_eq!(a.len(), 10);
+        assert_eq!(a, sample(100, Some(10), 7));
+        assert_ne!(a, sample(100, Some(10), 8));
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(sample(3, Some(10), 1), vec![0, 1, 2]);
+        assert_eq!(sample(3, None, 1), vec![0, 1, 2]);
+    }
+}

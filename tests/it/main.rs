@@ -1,0 +1,9 @@
+//! Integration tests: one test binary (links once) with a module per tool.
+
+#[path = "../support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+mod gen;
+mod infra;
+mod loki_server;
