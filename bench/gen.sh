@@ -21,24 +21,22 @@ trap 'rm -rf "$tmp"' EXIT
 "$bin" "${flags[@]}" >"$tmp/records"
 bytes=$(stat -c %s "$tmp/records")
 
-# Best of 3 wall-clock seconds for a shell snippet.
-best() {
-    local best_s=""
-    for _ in 1 2 3; do
-        local t0 t1 s
-        t0=$(date +%s.%N)
-        bash -c "$1"
-        t1=$(date +%s.%N)
-        s=$(echo "$t1 - $t0" | bc -l)
-        if [[ -z $best_s ]] || (( $(echo "$s < $best_s" | bc -l) )); then
-            best_s=$s
-        fi
-    done
-    echo "$best_s"
+# Seconds a shell snippet takes.
+secs() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    bash -c "$1"
+    t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l
 }
+min() { if [[ -z $1 ]] || (( $(echo "$2 < $1" | bc -l) )); then echo "$2"; else echo "$1"; fi; }
 
-cat_s=$(best "cat '$tmp/records' | cat >/dev/null")
-gen_s=$(best "'$bin' ${flags[*]} | cat >/dev/null")
+# Best of 3, alternating so both see the same background load.
+cat_s="" gen_s=""
+for _ in 1 2 3; do
+    cat_s=$(min "$cat_s" "$(secs "cat '$tmp/records' | cat >/dev/null")")
+    gen_s=$(min "$gen_s" "$(secs "'$bin' ${flags[*]} | cat >/dev/null")")
+done
 
 mbps() { echo "scale=1; $bytes / $1 / 1000000" | bc -l; }
 echo "records: $entries entries, $bytes bytes ($(echo "scale=1; $bytes / $entries" | bc -l) B/record)"

@@ -139,7 +139,10 @@ fn read_one(
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(source) => {
-                // Send what was complete before the error, then the error.
+                // Send the lines completed before the error, then the error;
+                // a partial last line is not a record.
+                let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                buf.truncate(complete);
                 let lines = bytecount_newlines(&buf);
                 let _ = send_block(tx, name, line_no, &mut buf, &mut oversize, true);
                 let _ = tx.send(Item::Error(InputError::Read {

@@ -1,7 +1,7 @@
-//! Log line formats. A line is built into a reused `String`; nothing here
+//! Log line formats. A line is built into a reused buffer; nothing here
 //! allocates once the buffers have grown to their working size.
 
-use super::rng::Rng;
+use super::rng::{Rng, Weighted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -50,6 +50,7 @@ pub struct SeriesInfo {
     pub host: String,
     pub app: &'static str,
     pub procid: u32,
+    seconds: SecondCache,
 }
 
 impl SeriesInfo {
@@ -59,6 +60,7 @@ impl SeriesInfo {
             app: *rng.pick(APPS),
             procid: 1000 + rng.below(60_000) as u32,
             name,
+            seconds: SecondCache::default(),
         }
     }
 }
@@ -80,7 +82,7 @@ pub const ABSURD_STATUS: &[u16] = &[999, 0, 1000, 601, 42];
 pub const OVERLONG_MIN: usize = 4096;
 
 const APPS: &[&str] = &["api", "web", "auth", "billing", "search", "gateway"];
-const METHODS: &[(&str, u32)] = &[
+static METHODS: Weighted<&str> = Weighted::new(&[
     ("GET", 700),
     ("POST", 150),
     ("PUT", 50),
@@ -88,8 +90,8 @@ const METHODS: &[(&str, u32)] = &[
     ("DELETE", 30),
     ("PATCH", 20),
     ("OPTIONS", 10),
-];
-pub const STATUSES: &[(u16, u32)] = &[
+]);
+pub static STATUSES: Weighted<u16> = Weighted::new(&[
     (200, 740),
     (201, 30),
     (204, 20),
@@ -104,9 +106,9 @@ pub const STATUSES: &[(u16, u32)] = &[
     (500, 10),
     (502, 5),
     (503, 5),
-];
+]);
 /// (prefix, id placeholder?, suffix)
-const PATHS: &[((&str, bool, &str), u32)] = &[
+static PATHS: Weighted<(&str, bool, &str)> = Weighted::new(&[
     (("/api/v1/users/", true, ""), 120),
     (("/api/v1/orders/", true, "/items"), 80),
     (("/api/v1/products", false, "?page=2&sort=price"), 60),
@@ -119,8 +121,8 @@ const PATHS: &[((&str, bool, &str), u32)] = &[
     (("/images/", true, ".png"), 80),
     (("/favicon.ico", false, ""), 30),
     (("/wp-login.php", false, ""), 5),
-];
-const AGENTS: &[(&str, u32)] = &[
+]);
+static AGENTS: Weighted<&str> = Weighted::new(&[
     ("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36", 40),
     ("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15", 20),
     ("Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0", 10),
@@ -129,15 +131,15 @@ const AGENTS: &[(&str, u32)] = &[
     ("Go-http-client/1.1", 5),
     ("python-requests/2.31.0", 3),
     ("Googlebot/2.1 (+http://www.google.com/bot.html)", 2),
-];
-const REFERERS: &[(&str, u32)] = &[
+]);
+static REFERERS: Weighted<&str> = Weighted::new(&[
     ("-", 50),
     ("https://www.google.com/", 20),
     ("https://example.com/", 15),
     ("https://example.com/products", 10),
     ("https://news.ycombinator.com/", 5),
-];
-const USERS: &[(&str, u32)] = &[("-", 80), ("alice", 8), ("bob", 6), ("carol", 4), ("svc-batch", 2)];
+]);
+static USERS: Weighted<&str> = Weighted::new(&[("-", 80), ("alice", 8), ("bob", 6), ("carol", 4), ("svc-batch", 2)]);
 const MESSAGES: &[&str] = &[
     "request completed",
     "served from cache",
@@ -237,14 +239,14 @@ impl Fields {
 /// Builds log lines; owns the scratch space reused between entries.
 pub struct LineGen {
     spec: LineSpec,
-    pad: String,
+    pad: Vec<u8>,
 }
 
 impl LineGen {
     pub fn new(spec: LineSpec) -> LineGen {
         LineGen {
             spec,
-            pad: String::with_capacity(spec.line_bytes + 64),
+            pad: Vec::with_capacity(spec.line_bytes + 64),
         }
     }
 
@@ -256,11 +258,11 @@ impl LineGen {
     /// corruption, if any, it carries.
     pub fn write(
         &mut self,
-        line: &mut String,
+        line: &mut Vec<u8>,
         rng: &mut Rng,
         ts_ns: i64,
         seq: u64,
-        series: &SeriesInfo,
+        series: &mut SeriesInfo,
     ) -> Option<Bad> {
         line.clear();
         let f = self.fields(rng);
@@ -268,15 +270,16 @@ impl LineGen {
             Format::Looker => write_looker(line, rng, ts_ns, seq, series, &f),
             Format::ApacheCommon => write_apache(line, rng, ts_ns, seq, &f, false),
             Format::ApacheCombined => write_apache(line, rng, ts_ns, seq, &f, true),
-            Format::Json => write_json(line, rng, ts_ns, seq, &f),
-            Format::Logfmt => write_logfmt(line, rng, ts_ns, seq, &f),
+            Format::Json => write_json(line, rng, &mut series.seconds, ts_ns, seq, &f),
+            Format::Logfmt => write_logfmt(line, rng, &mut series.seconds, ts_ns, seq, &f),
             Format::Syslog => write_syslog(line, rng, ts_ns, seq, series, &f),
         };
         if self.spec.line_bytes > line.len() {
             let want = self.spec.line_bytes - line.len();
             self.pad.clear();
             fill(&mut self.pad, rng, want, self.spec.compressibility, pad_kind);
-            line.insert_str(pad_at, &self.pad);
+            line.extend_from_slice(&self.pad);
+            line[pad_at..].rotate_right(self.pad.len());
         }
         if rng.chance(self.spec.multiline) {
             self.pad.clear();
@@ -285,11 +288,12 @@ impl LineGen {
                 // The line is a JSON document: the trace goes in a field,
                 // escaped, as JSON loggers write it.
                 line.pop();
-                line.push_str(",\"stack\":");
-                push_json_str(line, &self.pad);
-                line.push('}');
+                line.put(",\"stack\":");
+                let trace = std::str::from_utf8(&self.pad).unwrap_or_default();
+                crate::record::write_json_str(line, trace);
+                line.push(b'}');
             } else {
-                line.push_str(&self.pad);
+                line.extend_from_slice(&self.pad);
             }
         }
         f.bad
@@ -298,28 +302,35 @@ impl LineGen {
     fn fields(&self, rng: &mut Rng) -> Fields {
         let r = rng.u64();
         let ip = [
-            1 + (r % 223) as u16,
-            ((r >> 8) & 0xff) as u16,
+            1 + ((r & 0xffff) % 223) as u16,
             ((r >> 16) & 0xff) as u16,
-            1 + ((r >> 24) % 254) as u16,
+            ((r >> 24) & 0xff) as u16,
+            1 + ((r >> 32) % 254) as u16,
         ];
-        let status = *rng.weighted(STATUSES);
-        let size_exp = 6 + rng.below(14);
-        let bytes = match status {
-            204 | 304 => 0,
-            _ => (1u64 << size_exp) + rng.below(1u64 << size_exp),
-        };
-        let dur_exp = rng.below(11);
         let mut f = Fields {
             ip,
-            method: *rng.weighted(METHODS),
-            path: *rng.weighted(PATHS),
-            path_id: rng.below(100_000),
-            status,
-            bytes,
-            duration_ms: (1u64 << dur_exp) + rng.below(1u64 << dur_exp),
+            method: "GET",
+            path: PATHS.items[0].0,
+            path_id: 0,
+            status: *rng.weighted(&STATUSES),
+            bytes: 0,
+            duration_ms: 0,
             bad: None,
         };
+        // The looker format shows none of the request details; not drawing
+        // them is a good part of its speed.
+        if self.spec.format != Format::Looker {
+            f.method = *rng.weighted(&METHODS);
+            f.path = *rng.weighted(&PATHS);
+            let r = rng.u64();
+            f.path_id = (r & 0xffff_ffff) % 100_000;
+            let size_exp = 6 + (r >> 32) % 14;
+            if !matches!(f.status, 204 | 304) {
+                f.bytes = (1u64 << size_exp) + rng.below(1u64 << size_exp);
+            }
+            let dur_exp = (r >> 48) % 11;
+            f.duration_ms = (1u64 << dur_exp) + rng.below(1u64 << dur_exp);
+        }
         if rng.chance(self.spec.bad_data) {
             let bad = *rng.pick(&[Bad::Ip, Bad::Status, Bad::Junk, Bad::Overlong]);
             match bad {
@@ -335,28 +346,63 @@ impl LineGen {
 
 /// Whether `status` is one the generator draws for good entries.
 pub fn is_plausible_status(status: u16) -> bool {
-    STATUSES.iter().any(|(s, _)| *s == status)
+    STATUSES.items.iter().any(|(s, _)| *s == status)
 }
 
-fn push_u64(s: &mut String, v: u64) {
-    s.push_str(itoa::Buffer::new().format(v));
+/// Appending text to a line under construction. Lines are bytes rather
+/// than `String` so the hot path appends without per-char UTF-8 encoding;
+/// only `&str` and `char` go in, so a line is always valid UTF-8.
+trait Put {
+    fn put(&mut self, s: &str);
+    fn put_char(&mut self, c: char);
 }
 
-fn push_2(s: &mut String, v: u32) {
-    s.push((b'0' + (v / 10 % 10) as u8) as char);
-    s.push((b'0' + (v % 10) as u8) as char);
+impl Put for Vec<u8> {
+    #[inline]
+    fn put(&mut self, s: &str) {
+        self.extend_from_slice(s.as_bytes());
+    }
+
+    #[inline]
+    fn put_char(&mut self, c: char) {
+        self.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+    }
 }
 
-fn push_frac(s: &mut String, mut v: u32, digits: u32) {
+fn push_u64(s: &mut Vec<u8>, v: u64) {
+    s.put(itoa::Buffer::new().format(v));
+}
+
+fn push_2(s: &mut Vec<u8>, v: u32) {
+    s.extend_from_slice(&[b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8]);
+}
+
+fn push_frac(s: &mut Vec<u8>, mut v: u32, digits: u32) {
     let mut buf = [b'0'; 9];
     for i in (0..digits as usize).rev() {
         buf[i] = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    for &b in &buf[..digits as usize] {
-        s.push(b as char);
-    }
+    s.extend_from_slice(&buf[..digits as usize]);
 }
+
+/// Decimal forms of 0..=255 (3 digit bytes, then the length).
+const OCTETS: [[u8; 4]; 256] = {
+    let mut t = [[0u8; 4]; 256];
+    let mut i = 0;
+    while i < 256 {
+        let (h, te, o) = ((i / 100) as u8, (i / 10 % 10) as u8, (i % 10) as u8);
+        t[i] = if i >= 100 {
+            [b'0' + h, b'0' + te, b'0' + o, 3]
+        } else if i >= 10 {
+            [b'0' + te, b'0' + o, 0, 2]
+        } else {
+            [b'0' + o, 0, 0, 1]
+        };
+        i += 1;
+    }
+    t
+};
 
 /// Broken-down UTC time: (year, month 1-12, day, hour, minute, second, ns).
 fn civil(ts_ns: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
@@ -377,104 +423,134 @@ fn civil(ts_ns: i64) -> (i64, u32, u32, u32, u32, u32, u32) {
     (y, m, d, sod / 3600, sod / 60 % 60, sod % 60, nanos)
 }
 
-fn push_year(s: &mut String, y: i64) {
+fn push_year(s: &mut Vec<u8>, y: i64) {
     let y = y.clamp(0, 9999) as u32;
     push_2(s, y / 100);
     push_2(s, y % 100);
 }
 
+/// `YYYY-MM-DDTHH:MM:SS` of the last second formatted: adjacent entries of
+/// a series almost always share it, and the calendar arithmetic is the
+/// costliest part of a timestamp.
+#[derive(Debug, Clone, Default)]
+pub struct SecondCache {
+    sec: Option<i64>,
+    text: [u8; 19],
+}
+
+impl SecondCache {
+    fn get(&mut self, ts_ns: i64) -> &[u8; 19] {
+        let sec = ts_ns.div_euclid(1_000_000_000);
+        if self.sec != Some(sec) {
+            let (y, mo, d, h, mi, se, _) = civil(ts_ns);
+            let mut v = Vec::with_capacity(19);
+            push_year(&mut v, y);
+            v.push(b'-');
+            push_2(&mut v, mo);
+            v.push(b'-');
+            push_2(&mut v, d);
+            v.push(b'T');
+            push_2(&mut v, h);
+            v.push(b':');
+            push_2(&mut v, mi);
+            v.push(b':');
+            push_2(&mut v, se);
+            self.text.copy_from_slice(&v);
+            self.sec = Some(sec);
+        }
+        &self.text
+    }
+}
+
 /// RFC 3339 UTC with `digits` fractional digits (0 for none).
-pub fn push_rfc3339(s: &mut String, ts_ns: i64, digits: u32) {
-    let (y, mo, d, h, mi, se, ns) = civil(ts_ns);
-    push_year(s, y);
-    s.push('-');
-    push_2(s, mo);
-    s.push('-');
-    push_2(s, d);
-    s.push('T');
-    push_2(s, h);
-    s.push(':');
-    push_2(s, mi);
-    s.push(':');
-    push_2(s, se);
+pub fn push_rfc3339(s: &mut Vec<u8>, ts_ns: i64, digits: u32) {
+    push_rfc3339_cached(s, &mut SecondCache::default(), ts_ns, digits);
+}
+
+fn push_rfc3339_cached(s: &mut Vec<u8>, cache: &mut SecondCache, ts_ns: i64, digits: u32) {
+    s.extend_from_slice(cache.get(ts_ns));
+    let ns = ts_ns.rem_euclid(1_000_000_000) as u32;
     if digits > 0 {
-        s.push('.');
+        s.push(b'.');
         push_frac(s, ns / 10u32.pow(9 - digits), digits);
     }
-    s.push('Z');
+    s.push(b'Z');
 }
 
 /// `10/Oct/2000:13:55:36 +0000`
-fn push_apache_time(s: &mut String, ts_ns: i64) {
+fn push_apache_time(s: &mut Vec<u8>, ts_ns: i64) {
     let (y, mo, d, h, mi, se, _) = civil(ts_ns);
     push_2(s, d);
-    s.push('/');
-    s.push_str(MONTHS[(mo - 1) as usize]);
-    s.push('/');
+    s.push(b'/');
+    s.put(MONTHS[(mo - 1) as usize]);
+    s.push(b'/');
     push_year(s, y);
-    s.push(':');
+    s.push(b':');
     push_2(s, h);
-    s.push(':');
+    s.push(b':');
     push_2(s, mi);
-    s.push(':');
+    s.push(b':');
     push_2(s, se);
-    s.push_str(" +0000");
+    s.put(" +0000");
 }
 
-fn push_ip(s: &mut String, ip: [u16; 4]) {
-    for (i, o) in ip.iter().enumerate() {
+fn push_ip(s: &mut Vec<u8>, ip: [u16; 4]) {
+    for (i, &o) in ip.iter().enumerate() {
         if i > 0 {
-            s.push('.');
+            s.push(b'.');
         }
-        push_u64(s, u64::from(*o));
+        match OCTETS.get(o as usize) {
+            Some(t) => s.extend_from_slice(&t[..t[3] as usize]),
+            None => push_u64(s, u64::from(o)),
+        }
     }
 }
 
-fn push_path(s: &mut String, rng: &mut Rng, f: &Fields) {
+fn push_path(s: &mut Vec<u8>, rng: &mut Rng, f: &Fields) {
     let (pre, id, post) = f.path;
-    s.push_str(pre);
+    s.put(pre);
     if id {
         push_u64(s, f.path_id);
     }
     if f.bad == Some(Bad::Overlong) {
         overlong(s, rng);
     }
-    s.push_str(post);
+    s.put(post);
 }
 
-fn overlong(s: &mut String, rng: &mut Rng) {
+fn overlong(s: &mut Vec<u8>, rng: &mut Rng) {
     let n = OVERLONG_MIN + rng.below(OVERLONG_MIN as u64) as usize;
     let unit = *rng.pick(&["A", "../", "%2e", "x"]);
     while s.len() < n {
-        s.push_str(unit);
+        s.put(unit);
     }
 }
 
 /// `json`: escape what a JSON string may not hold raw, so a JSON line
 /// stays a valid document.
-fn junk(s: &mut String, rng: &mut Rng, json: bool) {
+fn junk(s: &mut Vec<u8>, rng: &mut Rng, json: bool) {
     for _ in 0..3 + rng.below(8) {
         let c = *rng.pick(JUNK);
         if json && c < ' ' {
-            s.push_str("\\u00");
-            s.push(char::from_digit(c as u32 / 16, 16).unwrap_or('0'));
-            s.push(char::from_digit(c as u32 % 16, 16).unwrap_or('0'));
+            s.put("\\u00");
+            s.put_char(char::from_digit(c as u32 / 16, 16).unwrap_or('0'));
+            s.put_char(char::from_digit(c as u32 % 16, 16).unwrap_or('0'));
         } else {
-            s.push(c);
+            s.put_char(c);
         }
     }
 }
 
 /// The free-text part: a short message plus corruption that targets it.
-fn push_message(s: &mut String, rng: &mut Rng, f: &Fields) {
-    s.push_str(f.message(rng));
+fn push_message(s: &mut Vec<u8>, rng: &mut Rng, f: &Fields) {
+    s.put(f.message(rng));
     match f.bad {
         Some(Bad::Junk) => {
-            s.push(' ');
+            s.push(b' ');
             junk(s, rng, false);
         }
         Some(Bad::Overlong) => {
-            s.push(' ');
+            s.push(b' ');
             overlong(s, rng);
         }
         _ => {}
@@ -482,31 +558,31 @@ fn push_message(s: &mut String, rng: &mut Rng, f: &Fields) {
 }
 
 fn write_looker(
-    s: &mut String,
+    s: &mut Vec<u8>,
     rng: &mut Rng,
     ts_ns: i64,
     seq: u64,
-    series: &SeriesInfo,
+    series: &mut SeriesInfo,
     f: &Fields,
 ) -> (usize, Pad) {
-    push_rfc3339(s, ts_ns, 9);
-    s.push(' ');
-    s.push_str(&series.name);
-    s.push_str(" seq=");
+    push_rfc3339_cached(s, &mut series.seconds, ts_ns, 9);
+    s.push(b' ');
+    s.put(&series.name);
+    s.put(" seq=");
     push_u64(s, seq);
-    s.push_str(" level=");
-    s.push_str(f.level());
-    s.push_str(" client=");
+    s.put(" level=");
+    s.put(f.level());
+    s.put(" client=");
     push_ip(s, f.ip);
-    s.push_str(" status=");
+    s.put(" status=");
     push_u64(s, u64::from(f.status));
-    s.push(' ');
+    s.push(b' ');
     push_message(s, rng, f);
     (s.len(), Pad::Text)
 }
 
 fn write_apache(
-    s: &mut String,
+    s: &mut Vec<u8>,
     rng: &mut Rng,
     ts_ns: i64,
     seq: u64,
@@ -514,104 +590,118 @@ fn write_apache(
     combined: bool,
 ) -> (usize, Pad) {
     push_ip(s, f.ip);
-    s.push_str(" - ");
-    s.push_str(*rng.weighted(USERS));
-    s.push_str(" [");
+    s.put(" - ");
+    s.put(*rng.weighted(&USERS));
+    s.put(" [");
     push_apache_time(s, ts_ns);
-    s.push_str("] \"");
-    s.push_str(f.method);
-    s.push(' ');
+    s.put("] \"");
+    s.put(f.method);
+    s.push(b' ');
     push_path(s, rng, f);
-    s.push(if f.path.2.contains('?') { '&' } else { '?' });
-    s.push_str("seq=");
+    s.push(if f.path.2.contains('?') { b'&' } else { b'?' });
+    s.put("seq=");
     push_u64(s, seq);
     if f.bad == Some(Bad::Junk) {
         // Junk where a scanner hit it: inside the request line.
         junk(s, rng, false);
     }
     let pad_at = s.len();
-    s.push_str(" HTTP/1.1\" ");
+    s.put(" HTTP/1.1\" ");
     push_u64(s, u64::from(f.status));
-    s.push(' ');
+    s.push(b' ');
     push_u64(s, f.bytes);
     if combined {
-        s.push_str(" \"");
-        s.push_str(*rng.weighted(REFERERS));
-        s.push_str("\" \"");
-        s.push_str(*rng.weighted(AGENTS));
-        s.push('"');
+        s.put(" \"");
+        s.put(*rng.weighted(&REFERERS));
+        s.put("\" \"");
+        s.put(*rng.weighted(&AGENTS));
+        s.push(b'"');
     }
     (pad_at, Pad::Query)
 }
 
-fn write_json(s: &mut String, rng: &mut Rng, ts_ns: i64, seq: u64, f: &Fields) -> (usize, Pad) {
-    s.push_str("{\"time\":\"");
-    push_rfc3339(s, ts_ns, 3);
-    s.push_str("\",\"level\":\"");
-    s.push_str(f.level());
-    s.push_str("\",\"seq\":");
+fn write_json(
+    s: &mut Vec<u8>,
+    rng: &mut Rng,
+    seconds: &mut SecondCache,
+    ts_ns: i64,
+    seq: u64,
+    f: &Fields,
+) -> (usize, Pad) {
+    s.put("{\"time\":\"");
+    push_rfc3339_cached(s, seconds, ts_ns, 3);
+    s.put("\",\"level\":\"");
+    s.put(f.level());
+    s.put("\",\"seq\":");
     push_u64(s, seq);
-    s.push_str(",\"client\":\"");
+    s.put(",\"client\":\"");
     push_ip(s, f.ip);
-    s.push_str("\",\"method\":\"");
-    s.push_str(f.method);
-    s.push_str("\",\"path\":\"");
+    s.put("\",\"method\":\"");
+    s.put(f.method);
+    s.put("\",\"path\":\"");
     push_path(s, rng, f);
-    s.push_str("\",\"status\":");
+    s.put("\",\"status\":");
     push_u64(s, u64::from(f.status));
-    s.push_str(",\"bytes\":");
+    s.put(",\"bytes\":");
     push_u64(s, f.bytes);
-    s.push_str(",\"duration_ms\":");
+    s.put(",\"duration_ms\":");
     push_u64(s, f.duration_ms);
-    s.push_str(",\"user_agent\":\"");
-    s.push_str(*rng.weighted(AGENTS));
-    s.push_str("\",\"msg\":\"");
-    s.push_str(f.message(rng));
+    s.put(",\"user_agent\":\"");
+    s.put(*rng.weighted(&AGENTS));
+    s.put("\",\"msg\":\"");
+    s.put(f.message(rng));
     if f.bad == Some(Bad::Junk) {
-        s.push(' ');
+        s.push(b' ');
         junk(s, rng, true);
     }
     let pad_at = s.len();
-    s.push_str("\"}");
+    s.put("\"}");
     (pad_at, Pad::Text)
 }
 
-fn write_logfmt(s: &mut String, rng: &mut Rng, ts_ns: i64, seq: u64, f: &Fields) -> (usize, Pad) {
-    s.push_str("time=");
-    push_rfc3339(s, ts_ns, 3);
-    s.push_str(" level=");
-    s.push_str(f.level());
-    s.push_str(" seq=");
+fn write_logfmt(
+    s: &mut Vec<u8>,
+    rng: &mut Rng,
+    seconds: &mut SecondCache,
+    ts_ns: i64,
+    seq: u64,
+    f: &Fields,
+) -> (usize, Pad) {
+    s.put("time=");
+    push_rfc3339_cached(s, seconds, ts_ns, 3);
+    s.put(" level=");
+    s.put(f.level());
+    s.put(" seq=");
     push_u64(s, seq);
-    s.push_str(" client=");
+    s.put(" client=");
     push_ip(s, f.ip);
-    s.push_str(" method=");
-    s.push_str(f.method);
-    s.push_str(" path=");
+    s.put(" method=");
+    s.put(f.method);
+    s.put(" path=");
     push_path(s, rng, f);
-    s.push_str(" status=");
+    s.put(" status=");
     push_u64(s, u64::from(f.status));
-    s.push_str(" bytes=");
+    s.put(" bytes=");
     push_u64(s, f.bytes);
-    s.push_str(" duration=");
+    s.put(" duration=");
     push_u64(s, f.duration_ms);
-    s.push_str("ms msg=\"");
-    s.push_str(f.message(rng));
+    s.put("ms msg=\"");
+    s.put(f.message(rng));
     if f.bad == Some(Bad::Junk) {
-        s.push(' ');
+        s.push(b' ');
         junk(s, rng, false);
     }
     let pad_at = s.len();
-    s.push('"');
+    s.push(b'"');
     (pad_at, Pad::Text)
 }
 
 fn write_syslog(
-    s: &mut String,
+    s: &mut Vec<u8>,
     rng: &mut Rng,
     ts_ns: i64,
     seq: u64,
-    series: &SeriesInfo,
+    series: &mut SeriesInfo,
     f: &Fields,
 ) -> (usize, Pad) {
     let severity = match f.level() {
@@ -620,45 +710,45 @@ fn write_syslog(
         _ => 6,
     };
     // Facility local0 (16).
-    s.push('<');
+    s.push(b'<');
     push_u64(s, 16 * 8 + severity);
-    s.push_str(">1 ");
-    push_rfc3339(s, ts_ns, 6);
-    s.push(' ');
-    s.push_str(&series.host);
-    s.push(' ');
-    s.push_str(series.app);
-    s.push(' ');
+    s.put(">1 ");
+    push_rfc3339_cached(s, &mut series.seconds, ts_ns, 6);
+    s.push(b' ');
+    s.put(&series.host);
+    s.push(b' ');
+    s.put(series.app);
+    s.push(b' ');
     push_u64(s, u64::from(series.procid));
-    s.push_str(" ACCESS [looker@32473 seq=\"");
+    s.put(" ACCESS [looker@32473 seq=\"");
     push_u64(s, seq);
-    s.push_str("\" series=\"");
-    s.push_str(&series.name);
-    s.push_str("\"] ");
+    s.put("\" series=\"");
+    s.put(&series.name);
+    s.put("\"] ");
     push_ip(s, f.ip);
-    s.push(' ');
-    s.push_str(f.method);
-    s.push(' ');
+    s.push(b' ');
+    s.put(f.method);
+    s.push(b' ');
     push_path(s, rng, f);
-    s.push(' ');
+    s.push(b' ');
     push_u64(s, u64::from(f.status));
-    s.push(' ');
-    s.push_str(f.message(rng));
+    s.push(b' ');
+    s.put(f.message(rng));
     if f.bad == Some(Bad::Junk) {
-        s.push(' ');
+        s.push(b' ');
         junk(s, rng, false);
     }
     (s.len(), Pad::Text)
 }
 
 /// Appends `n` bytes of padding of the requested compressibility.
-fn fill(s: &mut String, rng: &mut Rng, n: usize, c: Compressibility, pad: Pad) {
+fn fill(s: &mut Vec<u8>, rng: &mut Rng, n: usize, c: Compressibility, pad: Pad) {
     let (chars, sep, max_text, prefix) = match pad {
-        Pad::Text => (RANDOM_CHARS, ' ', MAX_TEXT, " "),
+        Pad::Text => (RANDOM_CHARS, b' ', MAX_TEXT, " "),
         // Form encoding: '+' for spaces, nothing a URL would escape.
-        Pad::Query => (QUERY_CHARS, '+', MAX_TEXT_QUERY, "&q="),
+        Pad::Query => (QUERY_CHARS, b'+', MAX_TEXT_QUERY, "&q="),
     };
-    s.push_str(prefix);
+    s.put(prefix);
     let n = n.saturating_sub(prefix.len());
     let start = s.len();
     match c {
@@ -670,7 +760,7 @@ fn fill(s: &mut String, rng: &mut Rng, n: usize, c: Compressibility, pad: Pad) {
                 let mut r = rng.u64();
                 for _ in 0..left.min(8) {
                     let x = r as u128 * k;
-                    s.push(chars[(x >> 64) as usize] as char);
+                    s.push(chars[(x >> 64) as usize]);
                     r = x as u64;
                 }
                 left = left.saturating_sub(8);
@@ -681,37 +771,29 @@ fn fill(s: &mut String, rng: &mut Rng, n: usize, c: Compressibility, pad: Pad) {
                 let r = rng.u64();
                 for i in 0..4 {
                     let w = WORDS[((r >> (16 * i)) & 0xffff) as usize % WORDS.len()];
-                    s.push_str(w);
+                    s.put(w);
                     s.push(sep);
                 }
             }
         }
         Compressibility::Max => {
             while s.len() - start < n {
-                s.push_str(max_text);
+                s.put(max_text);
             }
         }
     }
     s.truncate(start + n);
 }
 
-fn stack_trace(s: &mut String, rng: &mut Rng) {
-    s.push('\n');
-    s.push_str(*rng.pick(EXCEPTIONS));
+fn stack_trace(s: &mut Vec<u8>, rng: &mut Rng) {
+    s.push(b'\n');
+    s.put(*rng.pick(EXCEPTIONS));
     for _ in 0..3 + rng.below(10) {
-        s.push_str("\n\tat ");
-        s.push_str(*rng.pick(FRAMES));
+        s.put("\n\tat ");
+        s.put(*rng.pick(FRAMES));
         push_u64(s, 20 + rng.below(900));
-        s.push(')');
+        s.push(b')');
     }
-}
-
-/// Appends `text` as a JSON string literal.
-fn push_json_str(s: &mut String, text: &str) {
-    let mut buf = Vec::with_capacity(text.len() + 2);
-    crate::record::write_json_str(&mut buf, text);
-    // write_json_str copies UTF-8 input and adds only ASCII escapes.
-    s.push_str(&String::from_utf8_lossy(&buf));
 }
 
 #[cfg(test)]
@@ -731,9 +813,9 @@ mod tests {
 
     fn lines(spec: LineSpec, n: u64) -> Vec<(String, Option<Bad>)> {
         let mut rng = Rng::new(42, 1, 0);
-        let series = SeriesInfo::new(1, "s0001".into(), &mut rng);
+        let mut series = SeriesInfo::new(1, "s0001".into(), &mut rng);
         let mut g = LineGen::new(spec);
-        let mut line = String::new();
+        let mut line = Vec::new();
         (0..n)
             .map(|seq| {
                 let bad = g.write(
@@ -741,9 +823,9 @@ mod tests {
                     &mut rng,
                     1_700_000_000_123_456_789 + seq as i64 * 1000,
                     seq,
-                    &series,
+                    &mut series,
                 );
-                (line.clone(), bad)
+                (String::from_utf8(line.clone()).expect("lines are UTF-8"), bad)
             })
             .collect()
     }
@@ -787,7 +869,7 @@ mod tests {
             assert!(f[3].contains("/Nov/2023:22:13:20 +0000"), "{l}");
             let req: Vec<&str> = f[4].split(' ').collect();
             assert_eq!(req.len(), 3, "{l}");
-            assert!(METHODS.iter().any(|(m, _)| *m == req[0]), "{l}");
+            assert!(METHODS.items.iter().any(|(m, _)| *m == req[0]), "{l}");
             assert!(req[1].starts_with('/') && req[1].contains("seq="), "{l}");
             assert_eq!(req[2], "HTTP/1.1");
             assert!(is_plausible_status(f[5].parse().unwrap()), "{l}");
@@ -862,12 +944,20 @@ mod tests {
     #[test]
     fn timestamps_render_like_timefmt() {
         let ns = 1_709_251_199_123_456_789;
-        let mut s = String::new();
+        let mut s = Vec::new();
         push_rfc3339(&mut s, ns, 9);
-        assert_eq!(s, crate::timefmt::format_rfc3339_ns(ns));
+        assert_eq!(s, crate::timefmt::format_rfc3339_ns(ns).as_bytes());
         s.clear();
         push_apache_time(&mut s, ns);
-        assert_eq!(s, "29/Feb/2024:23:59:59 +0000");
+        assert_eq!(s, b"29/Feb/2024:23:59:59 +0000");
+        // The per-second cache must follow the time across seconds and days.
+        let mut cache = SecondCache::default();
+        for i in 0..5000i64 {
+            let t = ns + i * 37_777_777_777;
+            s.clear();
+            push_rfc3339_cached(&mut s, &mut cache, t, 9);
+            assert_eq!(s, crate::timefmt::format_rfc3339_ns(t).as_bytes());
+        }
     }
 
     #[test]

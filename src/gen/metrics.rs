@@ -2,7 +2,7 @@
 //! built as `k as f64 / 1000.0`, so it prints as a short decimal and
 //! survives stores that round to 12 significant digits (VictoriaMetrics).
 
-use super::rng::Rng;
+use super::rng::{Rng, Weighted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MetricType {
@@ -83,7 +83,9 @@ impl MetricState {
     pub fn step(&mut self, rng: &mut Rng) {
         match self {
             MetricState::Counter(v) => {
-                let inc = *rng.weighted(&[(0u64, 10), (1, 40), (2, 20), (5, 15), (10, 10), (50, 5)]);
+                static INC: Weighted<u64> =
+                    Weighted::new(&[(0, 10), (1, 40), (2, 20), (5, 15), (10, 10), (50, 5)]);
+                let inc = *rng.weighted(&INC);
                 *v += inc + rng.below(inc + 1);
             }
             MetricState::Gauge(k) => {

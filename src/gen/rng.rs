@@ -45,17 +45,35 @@ impl Rng {
         &items[self.below(items.len() as u64) as usize]
     }
 
-    /// Picks from `(item, weight)` pairs in proportion to the weights.
-    pub fn weighted<'a, T>(&mut self, items: &'a [(T, u32)]) -> &'a T {
-        let total: u64 = items.iter().map(|(_, w)| *w as u64).sum();
-        let mut r = self.below(total);
-        for (item, w) in items {
-            if r < *w as u64 {
+    /// Picks an item in proportion to its weight.
+    pub fn weighted<'a, T>(&mut self, w: &'a Weighted<T>) -> &'a T {
+        let mut r = self.below(w.total);
+        for (item, weight) in w.items {
+            if r < *weight as u64 {
                 return item;
             }
-            r -= *w as u64;
+            r -= *weight as u64;
         }
-        &items[items.len() - 1].0
+        &w.items[w.items.len() - 1].0
+    }
+}
+
+/// `(item, weight)` pairs with their total computed at compile time.
+pub struct Weighted<T: 'static> {
+    pub items: &'static [(T, u32)],
+    total: u64,
+}
+
+impl<T> Weighted<T> {
+    /// `items` must not be empty.
+    pub const fn new(items: &'static [(T, u32)]) -> Weighted<T> {
+        let mut total = 0;
+        let mut i = 0;
+        while i < items.len() {
+            total += items[i].1 as u64;
+            i += 1;
+        }
+        Weighted { items, total }
     }
 }
 
@@ -74,9 +92,10 @@ mod tests {
     #[test]
     fn weighted_follows_weights() {
         let mut r = Rng::new(9, 0, 0);
-        let items = [("a", 90), ("b", 10)];
+        static ITEMS: Weighted<&str> = Weighted::new(&[("a", 90), ("b", 10)]);
+        let items = &ITEMS;
         let n = 20_000;
-        let a = (0..n).filter(|_| *r.weighted(&items) == "a").count();
+        let a = (0..n).filter(|_| *r.weighted(items) == "a").count();
         let frac = a as f64 / n as f64;
         assert!((0.88..0.92).contains(&frac), "{frac}");
     }

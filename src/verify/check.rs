@@ -119,6 +119,10 @@ pub struct Group {
     /// Set when the group is one content whose entries are exactly `step`
     /// apart: then every expected timestamp is known.
     grid: Option<Grid>,
+    /// Ranges where a store that keeps duplicates may legitimately hold an
+    /// entry more than once: fragments that may have been sent twice, were
+    /// not acknowledged (and maybe retried), or were pushed by several runs.
+    repeat_ranges: Vec<(i64, i64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -170,12 +174,22 @@ impl Group {
             }),
             _ => None,
         };
+        let mut repeat_ranges = Vec::new();
+        for u in &units {
+            for &i in &u.frags {
+                let f = &fragments[i];
+                if f.maybe_duplicated || f.status != Status::Ok || u.frags.len() > 1 {
+                    repeat_ranges.push((f.first_ts, f.last_ts));
+                }
+            }
+        }
         Group {
             first_ts,
             last_ts,
             fragments,
             units,
             grid,
+            repeat_ranges,
         }
     }
 
@@ -391,13 +405,7 @@ impl SeriesChecker {
         acc.raw12 = acc.raw12.wrapping_add(hash12);
         if repeat {
             acc.dups.add(ts);
-            // A fragment that was not acknowledged may also have been sent
-            // more than once before the pusher gave up on it.
-            let explained = group.fragments.iter().any(|f| {
-                (f.maybe_duplicated || f.status != Status::Ok)
-                    && f.first_ts <= ts
-                    && ts <= f.last_ts
-            });
+            let explained = group.repeat_ranges.iter().any(|&(a, b)| a <= ts && ts <= b);
             if !explained {
                 acc.dups_unexplained += 1;
             }
@@ -510,7 +518,7 @@ const ROUNDED_NOTE: &str = "values rounded by the store to 12 significant digits
 fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Finding>) {
     let ok: Vec<usize> = (0..g.units.len()).filter(|&i| g.units[i].ok).collect();
     let others: Vec<usize> = (0..g.units.len()).filter(|&i| !g.units[i].ok).collect();
-    let (exp, exp12) = sum_units(ok.iter().map(|&i| &g.units[i]));
+    let (exp, _) = sum_units(ok.iter().map(|&i| &g.units[i]));
     let base = |kind: Kind, discrepancy: bool, units: &[usize]| {
         let mut f = Finding::new(kind, discrepancy, labels);
         f.fragments = g.frag_ids(units);
@@ -533,7 +541,13 @@ fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Findi
         let chosen: Vec<usize> = others
             .iter()
             .enumerate()
-            .filter(|(k, _)| if each { mask & (1 << k) != 0 } else { mask != 0 })
+            .filter(|(k, _)| {
+                if each {
+                    mask & (1 << k) != 0
+                } else {
+                    mask != 0
+                }
+            })
             .map(|(_, &u)| u)
             .collect();
         let (d, d12) = sum_units(ok.iter().chain(&chosen).map(|&i| &g.units[i]));
@@ -668,7 +682,8 @@ fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Findi
         f.expected = Some(exp.count);
         f.found = Some(acc.found.count);
         f.ranges = vec![(g.first_ts, g.last_ts, n)];
-        f.detail = format!("{n} more entries than acknowledged inside the range (altered or extra)");
+        f.detail =
+            format!("{n} more entries than acknowledged inside the range (altered or extra)");
         out.push(f);
     } else {
         out.push(altered(base(Kind::Altered, true, &ok), exp, acc));
@@ -708,7 +723,7 @@ fn duplicated(labels: &LabelSet, g: &Group, acc: &GroupAcc, units: &[usize]) -> 
         )
     } else {
         format!(
-            "{} entries stored more than once; an earlier attempt of the push may have reached the store",
+            "{} entries stored more than once, all within fragments that were, or may have been, sent more than once",
             acc.dups.count
         )
     };
@@ -866,7 +881,10 @@ mod tests {
     #[test]
     fn entries_outside_every_range_are_unexpected() {
         let r = run(
-            &[frag(1, Status::Ok, 100, 3, 1), frag(2, Status::Ok, 200, 3, 1)],
+            &[
+                frag(1, Status::Ok, 100, 3, 1),
+                frag(2, Status::Ok, 200, 3, 1),
+            ],
             &[50, 100, 101, 102, 150, 151, 200, 201, 202],
         );
         assert_eq!(kinds(&r), vec![(Kind::Unexpected, true)]);
@@ -904,7 +922,10 @@ mod tests {
     fn missing_and_duplicated_together() {
         // 101 lost, 100 stored twice: the count matches but it is not OK.
         let r = run(&[frag(1, Status::Ok, 100, 3, 1)], &[100, 100, 102]);
-        assert_eq!(kinds(&r), vec![(Kind::Missing, true), (Kind::Duplicated, true)]);
+        assert_eq!(
+            kinds(&r),
+            vec![(Kind::Missing, true), (Kind::Duplicated, true)]
+        );
         assert_eq!(r.findings[0].ranges, vec![(101, 101, 1)]);
     }
 
@@ -929,7 +950,10 @@ mod tests {
     fn adjacent_fragments_stay_separate() {
         let plan = SeriesPlan::new(
             labels(),
-            &[frag(1, Status::Ok, 100, 3, 1), frag(2, Status::Ok, 103, 3, 1)],
+            &[
+                frag(1, Status::Ok, 100, 3, 1),
+                frag(2, Status::Ok, 103, 3, 1),
+            ],
         );
         assert_eq!(plan.groups.len(), 2);
         assert_eq!(plan.range(), Some((100, 105)));
@@ -981,6 +1005,12 @@ mod tests {
         let r = run(&[a.clone(), b.clone()], &range(100, 4, 1));
         assert!(r.findings.is_empty(), "{:?}", r.findings);
         assert_eq!(r.expected, 4);
+        // A store that keeps duplicates holds both copies: information only.
+        let r = run(
+            &[a.clone(), b.clone()],
+            &[100, 100, 101, 101, 102, 102, 103, 103],
+        );
+        assert_eq!(kinds(&r), vec![(Kind::Duplicated, false)]);
         // One was unknown in its run: still expected once.
         b.status = Status::Unknown;
         let r = run(&[a, b], &range(100, 3, 1));

@@ -7,6 +7,8 @@
 //! fails only on findings about acknowledged data.
 
 pub mod check;
+#[cfg(test)]
+mod fake_tests;
 pub mod file;
 pub mod loki;
 pub mod prom;
@@ -108,10 +110,16 @@ pub enum Reader {
 pub type Sink<'a> = dyn FnMut(i64, u64, u64) + Send + 'a;
 
 impl Reader {
-    pub fn new(target: &Target, client: reqwest::Client, query_limit: usize) -> anyhow::Result<Reader> {
+    pub fn new(
+        target: &Target,
+        client: reqwest::Client,
+        query_limit: usize,
+    ) -> anyhow::Result<Reader> {
         Ok(match target {
             Target::Loki(u) => Reader::Loki(loki::LokiReader::new(client, u, query_limit)?),
-            Target::Prometheus(u, ReadApi::Query) => Reader::Query(prom::QueryReader::new(client, u)?),
+            Target::Prometheus(u, ReadApi::Query) => {
+                Reader::Query(prom::QueryReader::new(client, u)?)
+            }
             Target::Prometheus(u, ReadApi::RemoteRead) => {
                 Reader::RemoteRead(prom::RemoteReader::new(client, u)?)
             }
@@ -145,7 +153,10 @@ pub(crate) fn endpoint(base: &str, path: &str) -> anyhow::Result<reqwest::Url> {
     let parsed = reqwest::Url::parse(&url)
         .with_context(|| format!("invalid URL {:?}", crate::http::redact_url(base)))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        bail!("invalid URL {:?}: expected http or https", crate::http::redact_url(base));
+        bail!(
+            "invalid URL {:?}: expected http or https",
+            crate::http::redact_url(base)
+        );
     }
     Ok(parsed)
 }
@@ -171,13 +182,15 @@ pub(crate) async fn send(
                 let status = resp.status();
                 let body = match resp.bytes().await {
                     Ok(b) => b,
-                    Err(e) if !last => {
-                        let _ = e;
+                    // Cut off mid-body: the same as a dropped connection.
+                    Err(_) if !last => {
                         tokio::time::sleep(delay).await;
                         delay *= 2;
                         continue;
                     }
-                    Err(e) => return Err(anyhow!("{what}: reading the response: {e}")),
+                    Err(e) => {
+                        return Err(anyhow!("{what}: reading the response: {}", error_chain(&e)))
+                    }
                 };
                 if status.is_success() {
                     return Ok(body);
@@ -368,7 +381,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             (_, None) => bail!("no reader for {}", opts.target.describe()),
         }
         first = false;
-        todo.retain(|&i| results[i].as_ref().is_some_and(SeriesResult::has_discrepancy));
+        todo.retain(|&i| {
+            results[i]
+                .as_ref()
+                .is_some_and(SeriesResult::has_discrepancy)
+        });
         if todo.is_empty() || Instant::now() >= deadline {
             break;
         }
@@ -417,11 +434,15 @@ mod tests {
     #[test]
     fn endpoints_keep_prefixes_and_reject_other_schemes() {
         assert_eq!(
-            endpoint("http://h:3100/", "/loki/api/v1/query_range").unwrap().as_str(),
+            endpoint("http://h:3100/", "/loki/api/v1/query_range")
+                .unwrap()
+                .as_str(),
             "http://h:3100/loki/api/v1/query_range"
         );
         assert_eq!(
-            endpoint("https://h/prometheus", "/api/v1/read").unwrap().as_str(),
+            endpoint("https://h/prometheus", "/api/v1/read")
+                .unwrap()
+                .as_str(),
             "https://h/prometheus/api/v1/read"
         );
         assert!(endpoint("ftp://h", "/x").is_err());

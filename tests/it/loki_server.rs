@@ -1029,3 +1029,44 @@ async fn auxiliary_endpoints() {
     .await;
     assert_eq!(lines(&v), ["y error"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingester_errors_list_at_most_ten_entries() {
+    let srv = LokiServer::start(LokiConfig::default());
+    let url = srv.url();
+    let t = base_ts();
+    assert_eq!(
+        push_proto(&url, &[(r#"{app="ten"}"#, vec![(t, "head")])])
+            .await
+            .0,
+        204
+    );
+    let late: Vec<String> = (0..12).map(|i| format!("late {i}")).collect();
+    let entries: Vec<(i64, &str)> = late
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (t - 2 * 3600 * SEC + i as i64, l.as_str()))
+        .collect();
+    let (s, b) = push_proto(&url, &[(r#"{app="ten"}"#, entries)]).await;
+    assert_eq!(s, 400);
+    assert_eq!(
+        b.matches("ignored, reason: 'entry too far behind").count(),
+        10,
+        "{b}"
+    );
+    assert!(
+        b.contains("user 'fake', total ignored: 12 out of 12 for stream: "),
+        "{b}"
+    );
+    assert_eq!(srv.entry_count(), 1);
+}
+
+#[test]
+fn start_on_a_busy_port_fails_and_drop_frees_the_port() {
+    let srv = LokiServer::start(LokiConfig::default());
+    let addr = srv.addr();
+    assert!(LokiServer::start_on(addr, LokiConfig::default()).is_err());
+    drop(srv);
+    let again = LokiServer::start_on(addr, LokiConfig::default()).expect("port is free after drop");
+    assert_eq!(again.url(), format!("http://{addr}"));
+}

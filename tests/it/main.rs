@@ -7,3 +7,6 @@ mod support;
 mod gen;
 mod infra;
 mod loki_server;
+mod push;
+mod util;
+mod verify;

@@ -104,26 +104,31 @@ const SERVICE_NAME_SOURCES: &[&str] = &[
 
 /// Labels sorted by name (byte order), empty values removed.
 type Labels = Vec<(String, String)>;
-/// Structured metadata of one entry; names and values are interned per
-/// tenant because `detected_level` repeats on every entry.
-type Meta = Box<[(Arc<str>, Arc<str>)]>;
+/// Structured metadata of one entry; shared per tenant because the same
+/// set (typically just `detected_level`) repeats on most entries.
+type Meta = Arc<[(Arc<str>, Arc<str>)]>;
+/// Structured metadata as pushed, before interning.
+type MetaPairs = Vec<(String, String)>;
+/// An entry's key in its stream: (ts, line).
+type EntryKey = (i64, Box<str>);
 
 #[derive(Default)]
 struct Stream {
     /// Keyed by (ts, line): this is the (ts, line) dedup Loki applies in its
     /// head block and query merge, and it orders same-ts entries by line.
-    entries: BTreeMap<(i64, Box<str>), Meta>,
+    entries: BTreeMap<EntryKey, Meta>,
     /// The ingester's `highestTs`, for the "too far behind" check.
     highest_ts: Option<i64>,
     /// The ingester's `lastLine`: an exact repeat of it is dropped before
     /// any other check.
-    last_line: Option<(i64, Box<str>)>,
+    last_line: Option<EntryKey>,
 }
 
 #[derive(Default)]
 struct Tenant {
     streams: HashMap<Labels, Stream>,
     interned: HashSet<Arc<str>>,
+    metas: HashMap<MetaPairs, Meta>,
     bucket: Option<(f64, Instant)>,
 }
 
@@ -133,15 +138,26 @@ impl Tenant {
             return a.clone();
         }
         let a: Arc<str> = Arc::from(s);
-        self.interned.insert(a.clone());
+        if self.interned.len() < 65536 {
+            self.interned.insert(a.clone());
+        }
         a
     }
 
     fn make_meta(&mut self, pairs: &[(String, String)]) -> Meta {
-        pairs
+        if let Some(m) = self.metas.get(pairs) {
+            return m.clone();
+        }
+        let m: Meta = pairs
             .iter()
             .map(|(k, v)| (self.intern(k), self.intern(v)))
-            .collect()
+            .collect();
+        // Sharing pays off for repeated sets like {detected_level="info"};
+        // per-entry values such as trace ids would only grow the table.
+        if self.metas.len() < 4096 {
+            self.metas.insert(pairs.to_vec(), m.clone());
+        }
+        m
     }
 
     /// golang.org/x/time/rate `AllowN` with burst `burst` and rate `rate`.
@@ -406,7 +422,7 @@ impl LokiServer {
         if start_ns >= end_ns {
             return 0;
         }
-        let doomed: Vec<(i64, Box<str>)> = stream
+        let doomed: Vec<EntryKey> = stream
             .entries
             .range(ts_range(start_ns, end_ns))
             .map(|(k, _)| k.clone())
@@ -509,7 +525,7 @@ impl Drop for LokiServer {
 
 /// Keys of entries with `start <= ts < end`: the empty string is the
 /// smallest line, so `(end, "")` excludes every entry at `end`.
-fn ts_range(start: i64, end: i64) -> (Bound<(i64, Box<str>)>, Bound<(i64, Box<str>)>) {
+fn ts_range(start: i64, end: i64) -> (Bound<EntryKey>, Bound<EntryKey>) {
     (
         Bound::Included((start, Box::from(""))),
         Bound::Excluded((end, Box::from(""))),
@@ -567,36 +583,41 @@ fn json_response(v: serde_json::Value) -> Response {
     resp
 }
 
+/// An error response, boxed because it is large and rarely built.
+type Rejection = Box<Response>;
+
 /// The tenant of a request, or the error response Loki gives.
-fn tenant_of(shared: &Shared, headers: &HeaderMap) -> Result<String, Response> {
+fn tenant_of(shared: &Shared, headers: &HeaderMap) -> Result<String, Rejection> {
     if !shared.config.auth_enabled {
         return Ok(NO_AUTH_TENANT.to_string());
     }
     let Some(v) = headers.get("x-scope-orgid") else {
-        return Err(text_error(StatusCode::UNAUTHORIZED, "no org id"));
+        return Err(Box::new(text_error(StatusCode::UNAUTHORIZED, "no org id")));
     };
     let v = v
         .to_str()
-        .map_err(|_| bad_request("tenant ID contains unsupported characters"))?;
+        .map_err(|_| Box::new(bad_request("tenant ID contains unsupported characters")))?;
     if v.is_empty() {
-        return Err(text_error(StatusCode::UNAUTHORIZED, "no org id"));
+        return Err(Box::new(text_error(StatusCode::UNAUTHORIZED, "no org id")));
     }
     if v.contains('|') {
-        return Err(bad_request("multiple org IDs present"));
+        return Err(Box::new(bad_request("multiple org IDs present")));
     }
     if v.len() > 150 {
-        return Err(bad_request("tenant ID is too long: max 150 characters"));
+        return Err(Box::new(bad_request(
+            "tenant ID is too long: max 150 characters",
+        )));
     }
     if v == "." || v == ".." {
-        return Err(bad_request("tenant ID is '.' or '..'"));
+        return Err(Box::new(bad_request("tenant ID is '.' or '..'")));
     }
     if let Some(c) = v
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "!-_.*'()".contains(*c)))
     {
-        return Err(bad_request(format!(
+        return Err(Box::new(bad_request(format!(
             "tenant ID '{v}' contains unsupported character '{c}'"
-        )));
+        ))));
     }
     Ok(v.to_string())
 }
@@ -608,7 +629,7 @@ struct Accepted {
     labels: Labels,
     labels_text: String,
     /// (ts, line, metadata) in request order.
-    entries: Vec<(i64, String, Vec<(String, String)>)>,
+    entries: Vec<(i64, String, MetaPairs)>,
 }
 
 async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -623,7 +644,7 @@ async fn push(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     }
     let tenant = match tenant_of(&shared, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let req = match decode_push(&headers, &body) {
         Ok(r) => r,
@@ -1652,7 +1673,7 @@ async fn query_range(
 ) -> Response {
     let tenant = match tenant_of(&shared, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let pairs = form_pairs(q.as_deref(), &headers, &body);
     let cfg = &shared.config;
@@ -1749,7 +1770,7 @@ async fn instant_query(
 ) -> Response {
     let tenant = match tenant_of(&shared, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let pairs = form_pairs(q.as_deref(), &headers, &body);
     let Some(query) = param(&pairs, "query") else {
@@ -1852,7 +1873,7 @@ fn label_query(
 ) -> Response {
     let tenant = match tenant_of(shared, headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let pairs = form_pairs(q, headers, body);
     let (start, end) = match time_bounds(&pairs, None) {
@@ -1885,7 +1906,7 @@ async fn series(
 ) -> Response {
     let tenant = match tenant_of(&shared, &headers) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let pairs = form_pairs(q.as_deref(), &headers, &body);
     let (start, end) = match time_bounds(&pairs, None) {

@@ -1,0 +1,280 @@
+//! Checking the file `looker-push --file` wrote: records in the NDJSON
+//! record format, read once from start to end and dispatched to the checker
+//! of their series. Within a series the records are in push order, which is
+//! time order for ordered input.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::checksum;
+use crate::labels::LabelSet;
+use crate::record::{self, Mode, Payload};
+
+use super::check::{Finding, Kind, SeriesChecker, SeriesPlan, SeriesResult, Span};
+
+/// What one pass over the file found.
+#[derive(Debug, Default)]
+pub struct FileOutcome {
+    /// Results of the series checked, by index into the plans.
+    pub results: Vec<(usize, SeriesResult)>,
+    /// Series in the file that no manifest mentions.
+    pub unexpected_series: Vec<Finding>,
+    /// Lines that are not records of the manifests' mode.
+    pub bad_lines: u64,
+}
+
+/// Where the records of one labels object go.
+#[derive(Clone, Copy)]
+enum Route {
+    Check(usize),
+    /// A manifest series not being checked in this pass.
+    Skip,
+    Stranger(usize),
+    Bad,
+}
+
+/// Reads `path` once and checks the series `only` (indices into `plans`).
+pub fn check_file(
+    path: &Path,
+    mode: Mode,
+    plans: &[Arc<SeriesPlan>],
+    only: &BTreeSet<usize>,
+) -> anyhow::Result<FileOutcome> {
+    let file = File::open(path).with_context(|| format!("{}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let index: HashMap<&LabelSet, usize> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (&p.labels, i))
+        .collect();
+    let mut checkers: BTreeMap<usize, SeriesChecker> = only
+        .iter()
+        .filter(|&&i| i < plans.len())
+        .map(|&i| (i, SeriesChecker::new(plans[i].clone())))
+        .collect();
+    let mut routes: HashMap<String, Route> = HashMap::new();
+    let mut strangers: Vec<(LabelSet, Span)> = Vec::new();
+    let mut out = FileOutcome::default();
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        let Ok(text) = std::str::from_utf8(&buf) else {
+            out.bad_lines += 1;
+            continue;
+        };
+        let text = text.trim_end_matches(['\n', '\r']);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let Ok(rec) = record::parse_line(text) else {
+            out.bad_lines += 1;
+            continue;
+        };
+        if rec.payload.mode() != mode {
+            out.bad_lines += 1;
+            continue;
+        }
+        let route = match routes.get(rec.labels_json) {
+            Some(r) => *r,
+            None => {
+                let r = match record::parse_labels(rec.labels_json, mode) {
+                    Err(_) => Route::Bad,
+                    Ok(labels) => match index.get(&labels) {
+                        Some(&i) if checkers.contains_key(&i) => Route::Check(i),
+                        Some(_) => Route::Skip,
+                        None => {
+                            strangers.push((labels, Span::default()));
+                            Route::Stranger(strangers.len() - 1)
+                        }
+                    },
+                };
+                routes.insert(rec.labels_json.to_string(), r);
+                r
+            }
+        };
+        match route {
+            Route::Check(i) => {
+                let (h, h12) = match &rec.payload {
+                    Payload::Line(l) => {
+                        let h = checksum::log_entry(rec.ts, l.as_bytes());
+                        (h, h)
+                    }
+                    Payload::Value(v) => (
+                        checksum::metric_sample(rec.ts, *v),
+                        checksum::metric_sample_12(rec.ts, *v),
+                    ),
+                };
+                if let Some(c) = checkers.get_mut(&i) {
+                    c.observe(rec.ts, h, h12);
+                }
+            }
+            Route::Stranger(k) => strangers[k].1.add(rec.ts),
+            Route::Skip => {}
+            Route::Bad => out.bad_lines += 1,
+        }
+    }
+    out.results = checkers.into_iter().map(|(i, c)| (i, c.finish())).collect();
+    out.unexpected_series = strangers
+        .into_iter()
+        .map(|(labels, span)| Finding {
+            kind: Kind::Unexpected,
+            discrepancy: true,
+            series: labels,
+            fragments: Vec::new(),
+            first_ts: Some(span.min),
+            last_ts: Some(span.max),
+            expected: Some(0),
+            found: Some(span.count),
+            ranges: vec![(span.min, span.max, span.count)],
+            detail: format!("{} entries of a series no manifest mentions", span.count),
+        })
+        .collect();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{
+        load, FragmentMeta, Header, ManifestWriter, SeriesKey, Status, FORMAT_VERSION,
+    };
+
+    fn set(p: &[(&str, &str)]) -> LabelSet {
+        LabelSet::new(
+            p.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    /// Writes `series` (labels, first ts, count, step) as records and a
+    /// manifest with one acknowledged fragment per series.
+    fn write_fixture(
+        dir: &Path,
+        series: &[(LabelSet, i64, u64)],
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let data = dir.join("data.ndjson");
+        let man = dir.join("m.ndjson");
+        let header = Header {
+            kind: "header".into(),
+            version: FORMAT_VERSION,
+            run: "r1".into(),
+            tool: "test".into(),
+            mode: Mode::Logs,
+            target: "file".into(),
+            url: data.display().to_string(),
+            tenant: None,
+            started: "now".into(),
+            hash: "xxh3-64-sum".into(),
+        };
+        let w = ManifestWriter::create(&man, &header).unwrap();
+        let mut buf = Vec::new();
+        for (id, (labels, first, n)) in series.iter().enumerate() {
+            let mut lj = Vec::new();
+            labels.write_json(&mut lj);
+            let mut digest = checksum::Digest::default();
+            for k in 0..*n as i64 {
+                let ts = first + k * 10;
+                let line = format!("line {k} of {labels}");
+                record::write_log_record(&mut buf, &lj, ts, &line);
+                digest.add(checksum::log_entry(ts, line.as_bytes()));
+            }
+            let meta = FragmentMeta {
+                id: id as u64,
+                series: Arc::new(SeriesKey::new(labels.clone())),
+                digest,
+                digest12: None,
+                first_ts: *first,
+                last_ts: first + (*n as i64 - 1) * 10,
+                step: Some(10),
+                bytes: 0,
+            };
+            w.record(&[meta], Status::Ok, 1, false, None).unwrap();
+        }
+        w.finish(0, false, None).unwrap();
+        std::fs::write(&data, buf).unwrap();
+        (man, data)
+    }
+
+    fn check(man: &Path, data: &Path) -> FileOutcome {
+        let loaded = load(&[man.to_path_buf()]).unwrap();
+        let plans: Vec<Arc<SeriesPlan>> = loaded
+            .series
+            .iter()
+            .map(|(l, f)| Arc::new(SeriesPlan::new(l.clone(), f)))
+            .collect();
+        let all = (0..plans.len()).collect();
+        check_file(data, Mode::Logs, &plans, &all).unwrap()
+    }
+
+    #[test]
+    fn intact_file_is_ok() {
+        let dir = tempfile::tempdir().unwrap();
+        let (man, data) = write_fixture(
+            dir.path(),
+            &[
+                (set(&[("app", "a")]), 1000, 50),
+                (set(&[("app", "b")]), 2000, 5),
+            ],
+        );
+        let out = check(&man, &data);
+        assert_eq!(out.results.len(), 2);
+        for (_, r) in &out.results {
+            assert!(r.findings.is_empty(), "{:?}", r.findings);
+        }
+        assert_eq!(out.results.iter().map(|r| r.1.found).sum::<u64>(), 55);
+        assert!(out.unexpected_series.is_empty());
+        assert_eq!(out.bad_lines, 0);
+    }
+
+    #[test]
+    fn deleted_line_is_missing_with_its_exact_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let (man, data) = write_fixture(dir.path(), &[(set(&[("app", "a")]), 1000, 50)]);
+        let text = std::fs::read_to_string(&data).unwrap();
+        // Drop the entry at ts 1000 + 17*10.
+        let kept: String = text
+            .lines()
+            .filter(|l| !l.contains("\"ts\":\"1170\""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(kept.lines().count(), 49);
+        std::fs::write(&data, kept).unwrap();
+        let out = check(&man, &data);
+        let f = &out.results[0].1.findings;
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].kind, Kind::Missing);
+        assert_eq!(f[0].ranges, vec![(1170, 1170, 1)]);
+        assert_eq!((f[0].expected, f[0].found), (Some(50), Some(49)));
+    }
+
+    #[test]
+    fn series_not_in_the_manifest_and_bad_lines_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (man, data) = write_fixture(dir.path(), &[(set(&[("app", "a")]), 1000, 3)]);
+        let mut text = std::fs::read_to_string(&data).unwrap();
+        text.push_str("{\"labels\":{\"app\":\"zz\"},\"ts\":\"5\",\"line\":\"x\"}\n");
+        text.push_str("{\"labels\":{\"app\":\"zz\"},\"ts\":\"9\",\"line\":\"y\"}\n");
+        text.push_str("not json\n");
+        std::fs::write(&data, text).unwrap();
+        let out = check(&man, &data);
+        assert!(out.results[0].1.findings.is_empty());
+        assert_eq!(out.bad_lines, 1);
+        assert_eq!(out.unexpected_series.len(), 1);
+        let u = &out.unexpected_series[0];
+        assert_eq!(u.series, set(&[("app", "zz")]));
+        assert_eq!(u.ranges, vec![(5, 9, 2)]);
+    }
+}

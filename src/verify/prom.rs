@@ -1,0 +1,520 @@
+//! Reading raw samples back from Prometheus: instant range-vector queries
+//! on `/api/v1/query`, or remote read on `/api/v1/read`.
+//!
+//! A series is read in windows that tile its manifest range exactly, sized
+//! from the manifest so no answer holds much more than [`WINDOW_SAMPLES`]
+//! samples of the series.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, Context as _};
+use prost::Message as _;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::checksum::{metric_sample, metric_sample_12};
+use crate::labels::LabelSet;
+use crate::proto;
+
+use super::check::SeriesPlan;
+use super::Sink;
+
+/// Target number of expected samples per read.
+pub const WINDOW_SAMPLES: u64 = 10_000;
+
+/// The NaN Prometheus writes to mark a series stale; not a sample.
+pub const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+/// Splits `[first of spans, last of spans]` into inclusive windows
+/// `[a_k, b_k]` with `a_{k+1} = b_k + 1`, each holding at most about `max`
+/// expected entries. `spans` are (first, last, count), sorted and disjoint;
+/// a span with more than `max` entries is cut into equal time slices.
+pub fn tile(spans: &[(i64, i64, u64)], max: u64) -> Vec<(i64, i64)> {
+    let max = max.max(1);
+    let (Some(first), Some(last)) = (spans.first(), spans.iter().map(|s| s.1).max()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut start = first.0;
+    let mut acc = 0u64;
+    for &(a, b, n) in spans {
+        if n > max {
+            if acc > 0 {
+                out.push((start, a - 1));
+                start = a;
+            }
+            let pieces = n.div_ceil(max) as i128;
+            let len = (b - a) as i128 + 1;
+            for i in 1..=pieces {
+                let end = (a as i128 + len * i / pieces - 1) as i64;
+                if end >= start {
+                    out.push((start, end));
+                    start = end + 1;
+                }
+            }
+            acc = 0;
+        } else if acc > 0 && acc + n > max {
+            out.push((start, a - 1));
+            start = a;
+            acc = n;
+        } else {
+            acc += n;
+        }
+    }
+    if start <= last {
+        out.push((start, last));
+    }
+    out
+}
+
+/// Parses a Prometheus JSON timestamp (seconds, e.g. `1435781451.781`)
+/// into exact milliseconds, from its text.
+pub fn parse_ts_ms(text: &str) -> anyhow::Result<i64> {
+    let bad = || anyhow!("invalid sample timestamp {text:?}");
+    let t = text.trim();
+    if t.contains(['e', 'E']) {
+        // Not what Prometheus writes, but valid JSON: go through a double,
+        // rounded to the millisecond.
+        let secs: f64 = t.parse().map_err(|_| bad())?;
+        let ms = (secs * 1000.0).round();
+        if !ms.is_finite() || ms.abs() > 9.0e15 {
+            return Err(bad());
+        }
+        return Ok(ms as i64);
+    }
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t),
+    };
+    let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    if t.ends_with('.') {
+        return Err(bad());
+    }
+    // Digits past the millisecond must be zero: samples are whole ms.
+    let (ms_digits, rest) = frac.split_at(frac.len().min(3));
+    if rest.bytes().any(|b| b != b'0') {
+        return Err(anyhow!(
+            "sample timestamp {text:?} is not a whole millisecond"
+        ));
+    }
+    let secs: i64 = int.parse().map_err(|_| bad())?;
+    let mut ms: i64 = 0;
+    for i in 0..3 {
+        ms = ms * 10 + ms_digits.as_bytes().get(i).map_or(0, |b| (b - b'0') as i64);
+    }
+    let v = secs
+        .checked_mul(1000)
+        .and_then(|s| s.checked_add(ms))
+        .ok_or_else(bad)?;
+    Ok(if neg { -v } else { v })
+}
+
+/// Parses a sample value as Prometheus writes it (a string).
+pub fn parse_value(text: &str) -> anyhow::Result<f64> {
+    match text {
+        "NaN" => Ok(f64::NAN),
+        "+Inf" | "Inf" | "Infinity" | "+Infinity" => Ok(f64::INFINITY),
+        "-Inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
+        t => t
+            .parse::<f64>()
+            .map_err(|_| anyhow!("invalid sample value {t:?}")),
+    }
+}
+
+/// `T` in seconds with exactly three decimals, from integer milliseconds.
+pub fn secs3(ms: i64) -> String {
+    let sign = if ms < 0 { "-" } else { "" };
+    let a = ms.unsigned_abs();
+    format!("{sign}{}.{:03}", a / 1000, a % 1000)
+}
+
+fn labels_equal(map: &BTreeMap<String, String>, labels: &LabelSet) -> bool {
+    map.len() == labels.len()
+        && labels
+            .pairs()
+            .iter()
+            .all(|(k, v)| map.get(k).is_some_and(|s| s == v))
+}
+
+#[derive(Deserialize)]
+struct Response<'a> {
+    status: String,
+    #[serde(default, borrow)]
+    data: Option<Data<'a>>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Data<'a> {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    #[serde(borrow)]
+    result: Vec<Series<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Series<'a> {
+    metric: BTreeMap<String, String>,
+    #[serde(default, borrow)]
+    values: Vec<(&'a RawValue, &'a str)>,
+}
+
+/// Parses an instant query answer with a matrix result; returns the samples
+/// of the series with exactly `labels`, as (ms, value), in time order.
+pub fn parse_matrix(body: &[u8], labels: &LabelSet) -> anyhow::Result<Vec<(i64, f64)>> {
+    let resp: Response<'_> = serde_json::from_slice(body).map_err(|e| {
+        anyhow!(
+            "prometheus query: unreadable answer ({e}): {}",
+            super::snippet(body)
+        )
+    })?;
+    if resp.status != "success" {
+        bail!(
+            "prometheus query: {} error: {}",
+            resp.error_type.as_deref().unwrap_or("unknown"),
+            resp.error.as_deref().unwrap_or("(no message)")
+        );
+    }
+    let data = resp
+        .data
+        .ok_or_else(|| anyhow!("prometheus query: answer has no data"))?;
+    if data.result_type != "matrix" {
+        bail!(
+            "prometheus query: expected resultType \"matrix\", got {:?}",
+            data.result_type
+        );
+    }
+    let mut out = Vec::new();
+    for s in data.result {
+        if !labels_equal(&s.metric, labels) {
+            continue;
+        }
+        for (ts, v) in s.values {
+            out.push((parse_ts_ms(ts.get())?, parse_value(v)?));
+        }
+    }
+    out.sort_by_key(|s| s.0);
+    Ok(out)
+}
+
+fn emit(samples: &[(i64, f64)], a: i64, b: i64, sink: &mut Sink<'_>) {
+    for &(ts, v) in samples {
+        // Prometheus 2.x includes T-R, 3.x does not; the window is [a, b].
+        if ts >= a && ts <= b {
+            sink(ts, metric_sample(ts, v), metric_sample_12(ts, v));
+        }
+    }
+}
+
+/// Reads with instant queries `{sel}[Rms]` at `time=b`.
+pub struct QueryReader {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl QueryReader {
+    pub fn new(client: reqwest::Client, base: &str) -> anyhow::Result<QueryReader> {
+        Ok(QueryReader {
+            client,
+            url: super::endpoint(base, "/api/v1/query")?,
+        })
+    }
+
+    pub async fn read(&self, plan: &SeriesPlan, sink: &mut Sink<'_>) -> anyhow::Result<()> {
+        let sel = plan.labels.to_selector();
+        for (a, b) in tile(&plan.spans(), WINDOW_SAMPLES) {
+            let query = format!("{sel}[{}ms]", b - a + 1);
+            let time = secs3(b);
+            let body = super::send(
+                || {
+                    self.client
+                        .get(self.url.clone())
+                        .query(&[("query", query.as_str()), ("time", time.as_str())])
+                },
+                "prometheus query",
+            )
+            .await?;
+            let samples = parse_matrix(&body, &plan.labels)?;
+            emit(&samples, a, b, sink);
+        }
+        Ok(())
+    }
+}
+
+/// Reads with Prometheus remote read (raw samples, protobuf).
+pub struct RemoteReader {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl RemoteReader {
+    pub fn new(client: reqwest::Client, base: &str) -> anyhow::Result<RemoteReader> {
+        Ok(RemoteReader {
+            client,
+            url: super::endpoint(base, "/api/v1/read")?,
+        })
+    }
+
+    pub async fn read(&self, plan: &SeriesPlan, sink: &mut Sink<'_>) -> anyhow::Result<()> {
+        for (a, b) in tile(&plan.spans(), WINDOW_SAMPLES) {
+            let body = encode_read_request(&plan.labels, a, b)?;
+            let resp = super::send(
+                || {
+                    self.client
+                        .post(self.url.clone())
+                        .header("Content-Encoding", "snappy")
+                        .header("Accept-Encoding", "snappy")
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("X-Prometheus-Remote-Read-Version", "0.1.0")
+                        .body(body.clone())
+                },
+                "prometheus remote read",
+            )
+            .await?;
+            let samples = decode_read_response(&resp, &plan.labels)?;
+            emit(&samples, a, b, sink);
+        }
+        Ok(())
+    }
+}
+
+/// A snappy-compressed ReadRequest for exactly `labels` over `[a, b]` ms.
+pub fn encode_read_request(labels: &LabelSet, a: i64, b: i64) -> anyhow::Result<Vec<u8>> {
+    let req = proto::ReadRequest {
+        queries: vec![proto::Query {
+            start_timestamp_ms: a,
+            end_timestamp_ms: b,
+            matchers: labels
+                .pairs()
+                .iter()
+                .map(|(k, v)| proto::LabelMatcher {
+                    r#type: 0,
+                    name: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+        }],
+        accepted_response_types: Vec::new(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .context("compressing the remote read request")
+}
+
+/// Decodes a remote read answer; returns the samples of the series with
+/// exactly `labels` (a store that appends external labels to every series
+/// therefore matches nothing: its series are not the ones pushed), stale
+/// markers left out, in time order.
+pub fn decode_read_response(body: &[u8], labels: &LabelSet) -> anyhow::Result<Vec<(i64, f64)>> {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| {
+            anyhow!(
+                "prometheus remote read: answer is not snappy-compressed ({e}): {}",
+                super::snippet(body)
+            )
+        })?;
+    let resp = proto::ReadResponse::decode(raw.as_slice())
+        .map_err(|e| anyhow!("prometheus remote read: undecodable answer: {e}"))?;
+    let mut out = Vec::new();
+    for result in resp.results {
+        for ts in result.timeseries {
+            let mut pairs: Vec<(&str, &str)> = ts
+                .labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            pairs.sort();
+            let same = pairs.len() == labels.len()
+                && pairs
+                    .iter()
+                    .zip(labels.pairs())
+                    .all(|(p, q)| p.0 == q.0 && p.1 == q.1);
+            if !same {
+                continue;
+            }
+            out.extend(
+                ts.samples
+                    .iter()
+                    .filter(|s| s.value.to_bits() != STALE_NAN_BITS)
+                    .map(|s| (s.timestamp, s.value)),
+            );
+        }
+    }
+    out.sort_by_key(|s| s.0);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_tiling(spans: &[(i64, i64, u64)], max: u64) -> Vec<(i64, i64)> {
+        let w = tile(spans, max);
+        assert_eq!(w.first().map(|w| w.0), spans.first().map(|s| s.0));
+        assert_eq!(w.last().map(|w| w.1), spans.iter().map(|s| s.1).max());
+        for x in &w {
+            assert!(x.0 <= x.1, "empty window {x:?} in {w:?}");
+        }
+        for p in w.windows(2) {
+            assert_eq!(p[1].0, p[0].1 + 1, "gap or overlap in {w:?}");
+        }
+        w
+    }
+
+    #[test]
+    fn windows_tile_without_gaps_or_overlaps() {
+        assert!(tile(&[], 10).is_empty());
+        assert_eq!(check_tiling(&[(5, 5, 1)], 10), vec![(5, 5)]);
+        // Small spans are packed together, gaps included.
+        assert_eq!(
+            check_tiling(&[(0, 9, 4), (20, 29, 4), (40, 49, 4)], 10),
+            vec![(0, 39), (40, 49)]
+        );
+        // A big span is cut into equal slices.
+        assert_eq!(
+            check_tiling(&[(0, 99, 100)], 30),
+            vec![(0, 24), (25, 49), (50, 74), (75, 99)]
+        );
+        // Mixed, with a big span after a small one.
+        check_tiling(&[(0, 9, 5), (100, 1099, 1000), (2000, 2000, 1)], 300);
+        // More pieces than milliseconds: no empty windows.
+        check_tiling(&[(0, 2, 100)], 10);
+    }
+
+    #[test]
+    fn windows_hold_at_most_max_expected_entries_when_evenly_spaced() {
+        let spans: Vec<(i64, i64, u64)> =
+            (0..50).map(|i| (i * 1000, i * 1000 + 999, 1000)).collect();
+        let w = check_tiling(&spans, 2500);
+        for (a, b) in w {
+            let n: u64 = spans
+                .iter()
+                .map(|s| (s.1.min(b) - s.0.max(a) + 1).max(0) as u64)
+                .sum();
+            assert!(n <= 2500, "[{a},{b}] holds {n}");
+        }
+    }
+
+    #[test]
+    fn timestamps_parse_exactly() {
+        assert_eq!(parse_ts_ms("1435781451.781").unwrap(), 1435781451781);
+        assert_eq!(parse_ts_ms("1435781451").unwrap(), 1435781451000);
+        assert_eq!(parse_ts_ms("1435781451.78").unwrap(), 1435781451780);
+        assert_eq!(parse_ts_ms("1435781451.7").unwrap(), 1435781451700);
+        assert_eq!(parse_ts_ms("0.001").unwrap(), 1);
+        assert_eq!(parse_ts_ms("1.435781451781e9").unwrap(), 1435781451781);
+        assert_eq!(parse_ts_ms("-1.5").unwrap(), -1500);
+        // A double would print 1700000000.123 as ...122.99999; text does not.
+        assert_eq!(parse_ts_ms("1700000000.123").unwrap(), 1700000000123);
+        assert!(parse_ts_ms("1.0005").is_err());
+        assert!(parse_ts_ms("1.").is_err());
+        assert!(parse_ts_ms("\"1\"").is_err());
+        assert!(parse_ts_ms("").is_err());
+    }
+
+    #[test]
+    fn query_time_has_three_decimals() {
+        assert_eq!(secs3(1435781451781), "1435781451.781");
+        assert_eq!(secs3(5), "0.005");
+        assert_eq!(secs3(1000), "1.000");
+    }
+
+    fn labels() -> LabelSet {
+        LabelSet::new(vec![
+            ("__name__".into(), "m".into()),
+            ("a".into(), "1".into()),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn matrix_keeps_only_the_exact_series() {
+        let body = br#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"__name__":"m","a":"1","b":"2"},"values":[[1.5,"9"]]},
+            {"metric":{"__name__":"m","a":"1"},"values":[[1435781451.781,"1"],[1435781452,"NaN"],[1435781453,"-Inf"],[1435781454,"0.30000000000000004"]]}
+        ]}}"#;
+        let s = parse_matrix(body, &labels()).unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0], (1435781451781, 1.0));
+        assert!(s[1].1.is_nan());
+        assert_eq!(s[2].1, f64::NEG_INFINITY);
+        assert_eq!(s[3].1, 0.1 + 0.2);
+    }
+
+    #[test]
+    fn error_answers_carry_the_reason() {
+        let body = br#"{"status":"error","errorType":"bad_data","error":"parse error at char 3"}"#;
+        let e = parse_matrix(body, &labels()).unwrap_err().to_string();
+        assert!(
+            e.contains("bad_data") && e.contains("parse error at char 3"),
+            "{e}"
+        );
+        let e = parse_matrix(b"<html>", &labels()).unwrap_err().to_string();
+        assert!(e.contains("<html>"), "{e}");
+    }
+
+    #[test]
+    fn remote_read_round_trip_filters_labels_and_stale_markers() {
+        let req = encode_read_request(&labels(), 10, 20).unwrap();
+        let dec = proto::ReadRequest::decode(
+            snap::raw::Decoder::new()
+                .decompress_vec(&req)
+                .unwrap()
+                .as_slice(),
+        )
+        .unwrap();
+        assert_eq!(dec.queries[0].start_timestamp_ms, 10);
+        assert_eq!(dec.queries[0].end_timestamp_ms, 20);
+        assert_eq!(dec.queries[0].matchers.len(), 2);
+
+        let lp = |n: &str, v: &str| proto::LabelPair {
+            name: n.into(),
+            value: v.into(),
+        };
+        let resp = proto::ReadResponse {
+            results: vec![proto::QueryResult {
+                timeseries: vec![
+                    proto::TimeSeries {
+                        labels: vec![lp("a", "1"), lp("__name__", "m")],
+                        samples: vec![
+                            proto::Sample {
+                                value: 2.0,
+                                timestamp: 12,
+                            },
+                            proto::Sample {
+                                value: f64::from_bits(STALE_NAN_BITS),
+                                timestamp: 13,
+                            },
+                            proto::Sample {
+                                value: 1.0,
+                                timestamp: 11,
+                            },
+                        ],
+                    },
+                    proto::TimeSeries {
+                        labels: vec![lp("__name__", "m"), lp("a", "1"), lp("replica", "x")],
+                        samples: vec![proto::Sample {
+                            value: 5.0,
+                            timestamp: 12,
+                        }],
+                    },
+                ],
+            }],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&resp.encode_to_vec())
+            .unwrap();
+        let s = decode_read_response(&body, &labels()).unwrap();
+        assert_eq!(s, vec![(11, 1.0), (12, 2.0)]);
+    }
+}

@@ -1,0 +1,175 @@
+//! Reading raw samples back from VictoriaMetrics with `/api/v1/export`.
+//!
+//! Export returns every stored sample, duplicates included, as JSON lines.
+//! Its `start`/`end` are seconds, truncated through a double on the server,
+//! so each window asks for whole seconds padded by one on both sides and the
+//! samples are cut to the window here.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Context as _};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::checksum::{metric_sample, metric_sample_12};
+use crate::labels::LabelSet;
+
+use super::check::SeriesPlan;
+use super::prom::{tile, WINDOW_SAMPLES};
+use super::Sink;
+
+pub struct VmReader {
+    client: reqwest::Client,
+    export: reqwest::Url,
+    flush: reqwest::Url,
+}
+
+impl VmReader {
+    pub fn new(client: reqwest::Client, base: &str) -> anyhow::Result<VmReader> {
+        Ok(VmReader {
+            client,
+            export: super::endpoint(base, "/api/v1/export")?,
+            flush: super::endpoint(base, "/internal/force_flush")?,
+        })
+    }
+
+    /// Makes recently ingested samples searchable now rather than in about
+    /// a second. Best effort: the route may be disabled or protected, and
+    /// the data then shows up anyway a moment later.
+    pub async fn force_flush(&self) {
+        let _ = self.client.get(self.flush.clone()).send().await;
+    }
+
+    pub async fn read(&self, plan: &SeriesPlan, sink: &mut Sink<'_>) -> anyhow::Result<()> {
+        let sel = plan.labels.to_selector();
+        for (a, b) in tile(&plan.spans(), WINDOW_SAMPLES) {
+            let start = (a.div_euclid(1000) - 1).to_string();
+            let end = ((b + 999).div_euclid(1000) + 1).to_string();
+            let body = super::send(
+                || {
+                    self.client.get(self.export.clone()).query(&[
+                        ("match[]", sel.as_str()),
+                        ("start", start.as_str()),
+                        ("end", end.as_str()),
+                    ])
+                },
+                "victoriametrics export",
+            )
+            .await?;
+            for (ts, v) in parse_export(&body, &plan.labels, a, b)? {
+                sink(ts, metric_sample(ts, v), metric_sample_12(ts, v));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct Line<'a> {
+    metric: BTreeMap<String, String>,
+    #[serde(borrow)]
+    values: Vec<&'a RawValue>,
+    timestamps: Vec<i64>,
+}
+
+fn parse_number(raw: &str) -> anyhow::Result<f64> {
+    let t = raw.trim();
+    let t = t
+        .strip_prefix('"')
+        .and_then(|s| s.strip_suffix('"'))
+        .unwrap_or(t);
+    match t {
+        "null" | "NaN" => Ok(f64::NAN),
+        "Inf" | "+Inf" | "Infinity" | "+Infinity" => Ok(f64::INFINITY),
+        "-Inf" | "-Infinity" => Ok(f64::NEG_INFINITY),
+        // From the text, not serde_json's double: the standard parser is
+        // correctly rounded, so the value's bits are the ones stored.
+        t => t
+            .parse::<f64>()
+            .map_err(|_| anyhow!("invalid sample value {raw:?}")),
+    }
+}
+
+/// Parses an export answer: the samples of the series with exactly
+/// `labels` with timestamps in `[a, b]`, merged over all its lines and
+/// sorted by time, duplicates kept.
+pub fn parse_export(
+    body: &[u8],
+    labels: &LabelSet,
+    a: i64,
+    b: i64,
+) -> anyhow::Result<Vec<(i64, f64)>> {
+    let mut out = Vec::new();
+    for (i, line) in body.split(|&c| c == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let l: Line<'_> = serde_json::from_slice(line).map_err(|e| {
+            anyhow!(
+                "victoriametrics export: line {} unreadable ({e}): {}",
+                i + 1,
+                super::snippet(line)
+            )
+        })?;
+        let same = l.metric.len() == labels.len()
+            && labels
+                .pairs()
+                .iter()
+                .all(|(k, v)| l.metric.get(k).is_some_and(|s| s == v));
+        if !same {
+            continue;
+        }
+        if l.values.len() != l.timestamps.len() {
+            return Err(anyhow!(
+                "victoriametrics export: line {} has {} values for {} timestamps",
+                i + 1,
+                l.values.len(),
+                l.timestamps.len()
+            ));
+        }
+        for (v, &ts) in l.values.iter().zip(&l.timestamps) {
+            if ts < a || ts > b {
+                continue;
+            }
+            out.push((ts, parse_number(v.get()).context("victoriametrics export")?));
+        }
+    }
+    // Stable: repeats of one timestamp keep their order.
+    out.sort_by_key(|s| s.0);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> LabelSet {
+        LabelSet::new(vec![
+            ("__name__".into(), "m".into()),
+            ("a".into(), "1".into()),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn merges_split_lines_keeps_duplicates_and_cuts_to_the_window() {
+        let body = br#"{"metric":{"__name__":"m","a":"1"},"values":[3,null,0.30000000000000004],"timestamps":[2000,2500,3000]}
+{"metric":{"__name__":"m","a":"1","b":"x"},"values":[9],"timestamps":[2000]}
+{"metric":{"__name__":"m","a":"1"},"values":[1,2,2,4],"timestamps":[999,1000,2000,4001]}
+"#;
+        let s = parse_export(body, &labels(), 1000, 4000).unwrap();
+        let ts: Vec<i64> = s.iter().map(|x| x.0).collect();
+        assert_eq!(ts, vec![1000, 2000, 2000, 2500, 3000]);
+        assert_eq!(s[0].1, 2.0);
+        assert!(s[3].1.is_nan());
+        assert_eq!(s[4].1, 0.1 + 0.2);
+    }
+
+    #[test]
+    fn malformed_lines_are_errors() {
+        let e = parse_export(b"{\"metric\":{}", &labels(), 0, 1).unwrap_err();
+        assert!(e.to_string().contains("line 1"), "{e}");
+        let body = br#"{"metric":{"__name__":"m","a":"1"},"values":[1],"timestamps":[1,2]}"#;
+        assert!(parse_export(body, &labels(), 0, 5).is_err());
+    }
+}

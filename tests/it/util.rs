@@ -1,0 +1,64 @@
+//! Running the real binaries from tests.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+pub fn bin(name: &str) -> Command {
+    Command::new(assert_cmd::cargo::cargo_bin(name))
+}
+
+/// Runs looker-gen and returns its stdout; panics on failure.
+pub fn gen(args: &[&str]) -> Vec<u8> {
+    let out = bin("looker-gen").args(args).output().expect("run looker-gen");
+    assert!(out.status.success(), "looker-gen {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// Runs a binary with `stdin` as input.
+pub fn run_with_input(name: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = bin(name)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut sin = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = sin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = writer.join();
+    out
+}
+
+pub fn push(args: &[&str], stdin: &[u8]) -> Output {
+    run_with_input("looker-push", args, stdin)
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Start time 5 minutes ago in RFC3339, so stores accept the data and
+/// output stays deterministic for a seed.
+pub fn recent_start() -> String {
+    looker::timefmt::format_rfc3339_ns(looker::timefmt::now_ns() - 300_000_000_000)
+}
+
+/// The trailer of a manifest, as JSON.
+pub fn trailer(manifest: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(manifest).expect("read manifest");
+    let last = text.lines().last().expect("manifest has lines");
+    let v: serde_json::Value = serde_json::from_str(last).expect("trailer is JSON");
+    assert_eq!(v["kind"], "trailer", "last manifest line is the trailer: {last}");
+    v
+}
+
+pub fn lines_sorted(bytes: &[u8]) -> Vec<String> {
+    let mut v: Vec<String> = String::from_utf8_lossy(bytes).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}

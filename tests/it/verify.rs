@@ -1,0 +1,309 @@
+//! looker-verify end to end: the file sink, the Loki-compatible test
+//! server, a real Prometheus (query API and remote read) and a real
+//! VictoriaMetrics; usage and access errors.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Output;
+
+use crate::support::loki::{LokiConfig, LokiServer};
+use crate::support::servers::{Prometheus, VictoriaMetrics};
+use crate::util::*;
+
+fn verify(args: &[&str]) -> Output {
+    bin("looker-verify")
+        .args(args)
+        .output()
+        .expect("run looker-verify")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report written")).expect("report is JSON")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn file_sink_ok_then_a_deleted_line_is_missing_at_its_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--seed",
+        "3",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "4",
+        "--count",
+        "500",
+    ]);
+    let (out, man, rep) = (
+        dir.path().join("out.ndjson"),
+        dir.path().join("m.ndjson"),
+        dir.path().join("r.json"),
+    );
+    let o = push(&["--file", s(&out), "--manifest", s(&man), "-q"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--file",
+        s(&out),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("verdict: ok"), "{}", stderr(&o));
+    let r = report(&rep);
+    assert_eq!(r["verdict"], "ok");
+    assert_eq!(r["entries_expected"], 2000);
+    assert_eq!(r["entries_found"], 2000);
+
+    // Delete the 123rd record of the file and remember its timestamp.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let gone = text.lines().nth(122).unwrap().to_string();
+    let ts = serde_json::from_str::<serde_json::Value>(&gone).unwrap()["ts"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kept: String = text
+        .lines()
+        .filter(|l| *l != gone)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&out, kept).unwrap();
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--file",
+        s(&out),
+        "--report",
+        s(&rep),
+        "--quiet",
+    ]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "--quiet: {}", stderr(&o));
+    let r = report(&rep);
+    assert_eq!(r["verdict"], "discrepancies");
+    let f = &r["findings"][0];
+    assert_eq!(f["kind"], "missing");
+    assert_eq!(f["ranges"], serde_json::json!([[ts, ts, 1]]));
+}
+
+#[test]
+fn usage_and_unreadable_manifests_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = verify(&["--manifest", "x.ndjson"]);
+    assert_eq!(code(&o), 2, "no target: {}", stderr(&o));
+    let o = verify(&["--manifest", "x", "--loki", "http://a", "--file", "f"]);
+    assert_eq!(code(&o), 2, "two targets: {}", stderr(&o));
+    let missing = dir.path().join("nope.ndjson");
+    let o = verify(&["--manifest", s(&missing), "--file", s(&missing)]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).starts_with("looker-verify: ") && stderr(&o).contains("nope.ndjson"),
+        "{}",
+        stderr(&o)
+    );
+    let junk = dir.path().join("junk.ndjson");
+    std::fs::write(&junk, "{\"kind\":\"header\"}\n").unwrap();
+    let o = verify(&["--manifest", s(&junk), "--file", s(&junk)]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+}
+
+fn stream_labels(input: &[u8]) -> BTreeMap<String, String> {
+    let first = input.split(|&b| b == b'\n').next().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(first).unwrap();
+    serde_json::from_value(v["labels"].clone()).unwrap()
+}
+
+#[test]
+fn loki_ok_then_deleted_altered_and_inserted_entries_are_found() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let start = recent_start();
+    let input = gen(&[
+        "--seed",
+        "5",
+        "--start-time",
+        &start,
+        "--n-series",
+        "3",
+        "--count",
+        "3000",
+    ]);
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let o = push(
+        &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
+        &input,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let args = [
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+        "--query-limit",
+        "1000",
+    ];
+    let o = verify(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(report(&rep)["entries_found"], 9000);
+
+    let labels = stream_labels(&input);
+    let t0 = looker::timefmt::parse_rfc3339_ns(&start).unwrap();
+    // gen's default increment for logs is 1ms: entries 100..=104 go.
+    assert_eq!(
+        loki.delete_range(&labels, t0 + 100_000_000, t0 + 105_000_000),
+        5
+    );
+    assert!(loki.alter_line(&labels, t0 + 2_000_000_000, "tampered"));
+    loki.insert(&labels, t0 + 1, "never pushed");
+    let o = verify(&args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let r = report(&rep);
+    let kinds: Vec<&str> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["missing", "altered", "unexpected"], "{r:#}");
+    let (a, b) = (
+        (t0 + 100_000_000).to_string(),
+        (t0 + 104_000_000).to_string(),
+    );
+    assert_eq!(r["findings"][0]["ranges"], serde_json::json!([[a, b, 5]]));
+}
+
+#[test]
+fn prometheus_query_and_remote_read_agree_and_see_a_gap() {
+    let prom = Prometheus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--metrics",
+        "--seed",
+        "2",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "3",
+        "--count",
+        "250",
+        "--time-increment",
+        "1s",
+    ]);
+    let man = dir.path().join("m.ndjson");
+    let o = push(
+        &[
+            "--remote-write",
+            &format!("{}/api/v1/write", prom.url()),
+            "--manifest",
+            s(&man),
+            "-q",
+        ],
+        &input,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for api in ["query", "remote-read"] {
+        let o = verify(&[
+            "--manifest",
+            s(&man),
+            "--prometheus",
+            &prom.url(),
+            "--read-api",
+            api,
+        ]);
+        assert_eq!(code(&o), 0, "{api}: {}\n{}", stderr(&o), prom.log_tail());
+    }
+    // A manifest claiming one more sample than was pushed: that one is missing.
+    let text = std::fs::read_to_string(&man).unwrap();
+    let mut forged = String::new();
+    let mut done = false;
+    for line in text.lines() {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if !done && v["kind"] == "fragment" && v["status"] == "ok" {
+            let last: i64 = v["last_ts"].as_str().unwrap().parse().unwrap();
+            let step: i64 = v["step"].as_str().unwrap().parse().unwrap();
+            v["last_ts"] = (last + step).to_string().into();
+            v["count"] = (v["count"].as_u64().unwrap() + 1).into();
+            done = true;
+        }
+        forged.push_str(&v.to_string());
+        forged.push('\n');
+    }
+    let man2 = dir.path().join("m2.ndjson");
+    std::fs::write(&man2, forged).unwrap();
+    let rep = dir.path().join("r.json");
+    for api in ["query", "remote-read"] {
+        let o = verify(&[
+            "--manifest",
+            s(&man2),
+            "--prometheus",
+            &prom.url(),
+            "--read-api",
+            api,
+            "--report",
+            s(&rep),
+        ]);
+        assert_eq!(code(&o), 1, "{api}: {}", stderr(&o));
+        let r = report(&rep);
+        assert_eq!(r["findings"][0]["kind"], "missing", "{api}: {r:#}");
+        assert_eq!(r["findings"][0]["ranges"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn victoriametrics_ok() {
+    let vm = VictoriaMetrics::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--metrics",
+        "--seed",
+        "4",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "3",
+        "--count",
+        "200",
+        "--time-increment",
+        "1s",
+    ]);
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let o = push(
+        &[
+            "--remote-write",
+            &format!("{}/api/v1/write", vm.url()),
+            "--manifest",
+            s(&man),
+            "-q",
+        ],
+        &input,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--victoriametrics",
+        &vm.url(),
+        "--report",
+        s(&rep),
+        "--wait",
+        "10s",
+    ]);
+    assert_eq!(code(&o), 0, "{}\n{}", stderr(&o), vm.log_tail());
+    let r = report(&rep);
+    assert_eq!(r["entries_expected"], r["entries_found"], "{r:#}");
+}
