@@ -147,7 +147,9 @@ struct Cli {
 
 fn config(cli: Cli) -> anyhow::Result<PushConfig> {
     let target = if let Some(u) = cli.loki {
-        Target::Loki { url: sink::loki_push_url(&u) }
+        Target::Loki {
+            url: sink::loki_push_url(&u),
+        }
     } else if let Some(u) = cli.remote_write {
         Target::RemoteWrite { url: u }
     } else if let Some(p) = cli.file {
@@ -193,9 +195,15 @@ fn config(cli: Cli) -> anyhow::Result<PushConfig> {
         }
     };
     let rate = if let Some(r) = cli.rate {
-        RateSpec::Entries { rate: positive("--rate", r)?, burst: cli.burst }
+        RateSpec::Entries {
+            rate: positive("--rate", r)?,
+            burst: cli.burst,
+        }
     } else if let Some(r) = cli.rate_bytes {
-        RateSpec::Bytes { rate: positive("--rate-bytes", r)?, burst: cli.burst }
+        RateSpec::Bytes {
+            rate: positive("--rate-bytes", r)?,
+            burst: cli.burst,
+        }
     } else if let Some(p) = &cli.schedule {
         RateSpec::Schedule(Schedule::load(p).context("--schedule")?)
     } else {

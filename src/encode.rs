@@ -127,7 +127,10 @@ fn bytes_field_len(len: usize) -> usize {
 }
 
 fn timestamp_len(ts_ns: i64) -> usize {
-    let (s, n) = (ts_ns.div_euclid(1_000_000_000), ts_ns.rem_euclid(1_000_000_000));
+    let (s, n) = (
+        ts_ns.div_euclid(1_000_000_000),
+        ts_ns.rem_euclid(1_000_000_000),
+    );
     let mut l = 0;
     if s != 0 {
         l += 1 + varint_len(s as u64);
@@ -140,7 +143,12 @@ fn timestamp_len(ts_ns: i64) -> usize {
 
 fn entry_len(ts_ns: i64, line: &str) -> usize {
     let tl = timestamp_len(ts_ns);
-    bytes_field_len(tl) + if line.is_empty() { 0 } else { bytes_field_len(line.len()) }
+    bytes_field_len(tl)
+        + if line.is_empty() {
+            0
+        } else {
+            bytes_field_len(line.len())
+        }
 }
 
 /// `logproto.PushRequest` with one stream per fragment.
@@ -182,7 +190,12 @@ fn remote_write(buf: &mut Vec<u8>, fragments: &[Fragment]) {
             .map(|(n, v)| bytes_field_len(label_len(n, v)))
             .sum();
         let sample_len = |ts: i64, v: f64| {
-            (if v.to_bits() != 0 { 9 } else { 0 }) + if ts != 0 { 1 + varint_len(ts as u64) } else { 0 }
+            (if v.to_bits() != 0 { 9 } else { 0 })
+                + if ts != 0 {
+                    1 + varint_len(ts as u64)
+                } else {
+                    0
+                }
         };
         let samples_len: usize = f
             .samples()
@@ -311,7 +324,10 @@ mod tests {
         let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         let req = proto::PushRequest::decode(raw.as_slice()).unwrap();
         assert_eq!(req.streams.len(), 1);
-        assert_eq!(req.streams[0].labels, r#"{Z="q\"x\n", __name__="m", a="1"}"#);
+        assert_eq!(
+            req.streams[0].labels,
+            r#"{Z="q\"x\n", __name__="m", a="1"}"#
+        );
         let got: Vec<(i64, String)> = req.streams[0]
             .entries
             .iter()
@@ -340,8 +356,11 @@ mod tests {
         let b = batch(Mode::Logs, ENTRIES);
         let body = Encoder::new(Encoding::LokiJson { gzip: true }).encode(&b);
         let mut plain = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body.as_slice()), &mut plain)
-            .unwrap();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(body.as_slice()),
+            &mut plain,
+        )
+        .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&plain).unwrap();
         let values = &v["streams"][0]["values"];
         assert_eq!(values[0][0], "1700000000000000000");

@@ -2,7 +2,9 @@
 
 use std::net::SocketAddr;
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The metrics a push exposes. Owned by the run, not global.
@@ -21,18 +23,39 @@ pub struct PushMetrics {
 
 impl PushMetrics {
     pub fn new(target: &str) -> Result<PushMetrics, prometheus::Error> {
-        let registry = Registry::new_custom(Some("looker_push".into()), Some([("target".to_string(), target.to_string())].into()))?;
-        let entries = IntCounterVec::new(Opts::new("entries_total", "Entries by outcome (acked, rejected, failed, unknown)."), &["outcome"])?;
+        let registry = Registry::new_custom(
+            Some("looker_push".into()),
+            Some([("target".to_string(), target.to_string())].into()),
+        )?;
+        let entries = IntCounterVec::new(
+            Opts::new(
+                "entries_total",
+                "Entries by outcome (acked, rejected, failed, unknown).",
+            ),
+            &["outcome"],
+        )?;
         let bytes = IntCounter::new("bytes_total", "Request body bytes acknowledged.")?;
-        let requests = IntCounterVec::new(Opts::new("requests_total", "Requests by HTTP status code (or transport)."), &["code"])?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "requests_total",
+                "Requests by HTTP status code (or transport).",
+            ),
+            &["code"],
+        )?;
         let retries = IntCounter::new("retries_total", "Retried attempts.")?;
         let in_flight = IntGauge::new("requests_in_flight", "Requests in flight.")?;
         let latency = Histogram::with_opts(
             HistogramOpts::new("request_duration_seconds", "Request latency.")
                 .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
         )?;
-        let target_rate = prometheus::Gauge::new("target_rate", "Current target rate (entries or bytes per second; 0 = unlimited).")?;
-        let lag_seconds = prometheus::Gauge::new("entry_lag_seconds", "Wall time minus the timestamp of the last entry read.")?;
+        let target_rate = prometheus::Gauge::new(
+            "target_rate",
+            "Current target rate (entries or bytes per second; 0 = unlimited).",
+        )?;
+        let lag_seconds = prometheus::Gauge::new(
+            "entry_lag_seconds",
+            "Wall time minus the timestamp of the last entry read.",
+        )?;
         for c in [
             Box::new(entries.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes.clone()),

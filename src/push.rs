@@ -171,10 +171,12 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
     let metrics = match cfg.metrics_addr {
         Some(addr) => {
             let m = crate::metrics::PushMetrics::new(cfg.target.kind())?;
-            let listener = crate::metrics::bind(addr).await.map_err(|source| PushError::Io {
-                what: format!("--metrics-addr {addr}"),
-                source,
-            })?;
+            let listener = crate::metrics::bind(addr)
+                .await
+                .map_err(|source| PushError::Io {
+                    what: format!("--metrics-addr {addr}"),
+                    source,
+                })?;
             tokio::spawn(crate::metrics::serve(listener, m.registry.clone()));
             Some(m)
         }
@@ -198,7 +200,12 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
     let stop = Arc::new(AtomicBool::new(false));
     let abandon = CancellationToken::new();
     let interrupted = Arc::new(AtomicBool::new(false));
-    spawn_signal_handler(stop.clone(), abandon.clone(), interrupted.clone(), cfg.shutdown_grace);
+    spawn_signal_handler(
+        stop.clone(),
+        abandon.clone(),
+        interrupted.clone(),
+        cfg.shutdown_grace,
+    );
 
     // Lanes.
     let lanes = cfg.max_concurrent_writes.max(1);
@@ -296,13 +303,25 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
         None => match (&cfg.manifest, mode) {
             (Some(path), m) => Some(Arc::new(ManifestWriter::create(
                 path,
-                &make_header(&HeaderInfo { run: run_id.clone(), tool: tool.clone(), target: cfg.target.clone(), tenant: cfg.client.tenant.clone() }, m.unwrap_or(Mode::Logs)),
+                &make_header(
+                    &HeaderInfo {
+                        run: run_id.clone(),
+                        tool: tool.clone(),
+                        target: cfg.target.clone(),
+                        tenant: cfg.client.tenant.clone(),
+                    },
+                    m.unwrap_or(Mode::Logs),
+                ),
             )?)),
             _ => None,
         },
     };
     if let Some(w) = &writer {
-        w.finish(outcome.skipped, was_interrupted, outcome.input_error.clone())?;
+        w.finish(
+            outcome.skipped,
+            was_interrupted,
+            outcome.input_error.clone(),
+        )?;
     }
 
     let s = &stats;
@@ -412,7 +431,15 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
             .clone();
         if ctx.abandon.is_cancelled() {
             // Never sent: nothing can have reached the store.
-            record(&writer, &ctx.stats, &msg, Status::Failed, 0, false, Some("not sent: interrupted"));
+            record(
+                &writer,
+                &ctx.stats,
+                &msg,
+                Status::Failed,
+                0,
+                false,
+                Some("not sent: interrupted"),
+            );
             continue;
         }
         if let Some(w) = &writer {
@@ -422,9 +449,23 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
         }
         let d = ctx
             .sender
-            .deliver(msg.body.clone(), msg.entries, &ctx.retry, &ctx.abandon, &ctx.stats)
+            .deliver(
+                msg.body.clone(),
+                msg.entries,
+                &ctx.retry,
+                &ctx.abandon,
+                &ctx.stats,
+            )
             .await;
-        record(&writer, &ctx.stats, &msg, d.status, d.attempts, d.maybe_duplicated, d.reason.as_deref());
+        record(
+            &writer,
+            &ctx.stats,
+            &msg,
+            d.status,
+            d.attempts,
+            d.maybe_duplicated,
+            d.reason.as_deref(),
+        );
     }
 }
 
@@ -452,7 +493,10 @@ fn spawn_signal_handler(
     grace: Duration,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return;
     };
     tokio::spawn(async move {
@@ -482,7 +526,13 @@ struct SeriesTable {
 
 impl SeriesTable {
     fn new(lanes: usize) -> SeriesTable {
-        SeriesTable { by_json: HashMap::new(), by_labels: HashMap::new(), series: Vec::new(), last: Vec::new(), lanes }
+        SeriesTable {
+            by_json: HashMap::new(),
+            by_labels: HashMap::new(),
+            series: Vec::new(),
+            last: Vec::new(),
+            lanes,
+        }
     }
 
     fn intern(&mut self, labels_json: &str, mode: Mode) -> Result<u32, RecordError> {
@@ -564,7 +614,12 @@ fn batch_thread(
         b.flush(&mut st.out);
     }
     st.send_out();
-    BatchOutcome { mode: st.mode, skipped: st.skipped, skipped_examples: st.skipped_examples, input_error: st.input_error }
+    BatchOutcome {
+        mode: st.mode,
+        skipped: st.skipped,
+        skipped_examples: st.skipped_examples,
+        input_error: st.input_error,
+    }
 }
 
 struct BatchState<'a> {
@@ -593,7 +648,10 @@ struct BatchState<'a> {
 impl BatchState<'_> {
     fn block(&mut self, block: input::Block) {
         for &(line_no, len) in &block.oversize {
-            let why = format!("line is {len} bytes, over the limit of {} (--max-line-bytes)", self.cfg.max_line_bytes);
+            let why = format!(
+                "line is {len} bytes, over the limit of {} (--max-line-bytes)",
+                self.cfg.max_line_bytes
+            );
             if self.invalid(&block.source, line_no, &why) {
                 return;
             }
@@ -602,7 +660,10 @@ impl BatchState<'_> {
         let data = &block.data;
         let mut start = 0;
         while start < data.len() {
-            let end = data[start..].iter().position(|&b| b == b'\n').map_or(data.len(), |i| start + i);
+            let end = data[start..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(data.len(), |i| start + i);
             let mut line = &data[start..end];
             start = end + 1;
             if line.last() == Some(&b'\r') {
@@ -656,7 +717,8 @@ impl BatchState<'_> {
                     Some(id) => id,
                     None => {
                         let labels = self.cfg.raw_labels.clone().unwrap_or_else(|| {
-                            LabelSet::new(vec![("job".into(), "looker-push".into())]).unwrap_or_default()
+                            LabelSet::new(vec![("job".into(), "looker-push".into())])
+                                .unwrap_or_default()
                         });
                         let id = self.table.intern_set(labels);
                         self.raw_series = Some(id);
@@ -673,7 +735,10 @@ impl BatchState<'_> {
                 let got = rec.payload.mode();
                 let mode = *self.mode.get_or_insert(got);
                 if got != mode {
-                    return Err(RecordError::WrongMode { expected: mode, got });
+                    return Err(RecordError::WrongMode {
+                        expected: mode,
+                        got,
+                    });
                 }
                 let id = self.table.intern(rec.labels_json, mode)?;
                 self.accept(id, mode, rec.ts, rec.payload)
@@ -681,10 +746,20 @@ impl BatchState<'_> {
         }
     }
 
-    fn accept(&mut self, id: u32, mode: Mode, ts: i64, payload: Payload<'_>) -> Result<(), RecordError> {
+    fn accept(
+        &mut self,
+        id: u32,
+        mode: Mode,
+        ts: i64,
+        payload: Payload<'_>,
+    ) -> Result<(), RecordError> {
         if self.batcher.is_none() {
             self.mode = Some(mode);
-            self.batcher = Some(Batcher::new(mode, self.cfg.limits.clone(), self.lanes.len()));
+            self.batcher = Some(Batcher::new(
+                mode,
+                self.cfg.limits.clone(),
+                self.lanes.len(),
+            ));
         }
         let unit = mode.ns_per_unit();
         if self.first_ts_ns.is_none() {
@@ -771,7 +846,9 @@ impl BatchState<'_> {
             }
         }
         let rate = self.pacer.target_rate().unwrap_or(0.0);
-        self.stats.target_rate_milli.store((rate * 1000.0) as u64, Relaxed);
+        self.stats
+            .target_rate_milli
+            .store((rate * 1000.0) as u64, Relaxed);
         if let Some(m) = &self.stats.metrics {
             m.target_rate.set(rate);
         }
@@ -802,7 +879,11 @@ impl BatchState<'_> {
         let mode = self.mode.unwrap_or(Mode::Logs);
         for batch in std::mem::take(&mut self.out) {
             let body = bytes::Bytes::from(self.encoder.encode(&batch));
-            let msg = Message { body, entries: batch.entries as u64, metas: batch.metas };
+            let msg = Message {
+                body,
+                entries: batch.entries as u64,
+                metas: batch.metas,
+            };
             // Blocks while the lane is busy: this is the backpressure.
             if self.lanes[batch.lane].blocking_send((mode, msg)).is_err() {
                 self.done = true;

@@ -303,7 +303,10 @@ mod tests {
                 r#"{"labels":{"a":"1"},"ts":"soon","line":"x"}"#,
                 "invalid ts",
             ),
-            (r#"{"labels":{"a":"1"},"ts":1,"line":5}"#, "must be a string"),
+            (
+                r#"{"labels":{"a":"1"},"ts":1,"line":5}"#,
+                "must be a string",
+            ),
             (r#"{"labels":{"a":"1"},"ts":1}"#, "neither"),
             (
                 r#"{"labels":{"a":"1"},"ts":1,"line":"x","value":1}"#,

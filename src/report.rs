@@ -43,7 +43,8 @@ struct Inner {
 
 fn new_hist() -> Histogram<u64> {
     // Bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
 
 impl Default for Stats {
@@ -129,7 +130,12 @@ impl Stats {
         }
     }
 
-    pub fn record_outcome(&self, status: crate::manifest::Status, entries: u64, reason: Option<&str>) {
+    pub fn record_outcome(
+        &self,
+        status: crate::manifest::Status,
+        entries: u64,
+        reason: Option<&str>,
+    ) {
         use crate::manifest::Status;
         let (counter, label) = match status {
             Status::Ok | Status::Pending => return,
@@ -240,10 +246,16 @@ impl Progress {
         let mbps = (bytes - self.last_bytes) as f64 / dt / 1e6;
         let rps = (requests - self.last_requests) as f64 / dt;
         let lat = s.take_interval();
-        let errors = s.entries_rejected.load(Relaxed) + s.entries_failed.load(Relaxed) + s.entries_unknown.load(Relaxed);
+        let errors = s.entries_rejected.load(Relaxed)
+            + s.entries_failed.load(Relaxed)
+            + s.entries_unknown.load(Relaxed);
         let retries = s.retries.load(Relaxed);
         let target = s.target_rate_milli.load(Relaxed) as f64 / 1000.0;
-        let target_txt = if target > 0.0 { format!("{target:.0}/s") } else { "unlimited".into() };
+        let target_txt = if target > 0.0 {
+            format!("{target:.0}/s")
+        } else {
+            "unlimited".into()
+        };
         if !self.quiet {
             eprintln!(
                 "[{:>7.1}s] {eps:>10.0} entries/s {mbps:>7.2} MB/s {rps:>7.1} req/s  p50 {:.1}ms p99 {:.1}ms  errors {errors} retries {retries} in-flight {} target {target_txt}",

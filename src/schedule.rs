@@ -72,7 +72,8 @@ impl Schedule {
     }
 
     pub fn parse(text: &str) -> Result<Schedule, String> {
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
         let check_rate = |r: f64| {
             if r.is_finite() && r >= 0.0 {
                 Ok(r)
@@ -81,7 +82,8 @@ impl Schedule {
             }
         };
         if v.get("stages").is_some() {
-            let f: StagesFile = serde_json::from_value(v).map_err(|e| format!("invalid stages schedule: {e}"))?;
+            let f: StagesFile =
+                serde_json::from_value(v).map_err(|e| format!("invalid stages schedule: {e}"))?;
             if f.stages.is_empty() {
                 return Err("\"stages\" is empty".into());
             }
@@ -96,14 +98,19 @@ impl Schedule {
             }
             Ok(Schedule::Stages(stages))
         } else if v.get("schedule").is_some() {
-            let f: StepsFile = serde_json::from_value(v).map_err(|e| format!("invalid steps schedule: {e}"))?;
+            let f: StepsFile =
+                serde_json::from_value(v).map_err(|e| format!("invalid steps schedule: {e}"))?;
             if !(f.update_interval.is_finite() && f.update_interval > 0.0) {
                 return Err("\"update_interval\" must be a positive number of seconds".into());
             }
             if f.schedule.is_empty() {
                 return Err("\"schedule\" is empty".into());
             }
-            let rates = f.schedule.into_iter().map(check_rate).collect::<Result<_, _>>()?;
+            let rates = f
+                .schedule
+                .into_iter()
+                .map(check_rate)
+                .collect::<Result<_, _>>()?;
             Ok(Schedule::Steps {
                 interval: Duration::from_secs_f64(f.update_interval),
                 rates,
@@ -143,9 +150,15 @@ impl Schedule {
 pub enum RateSpec {
     Unlimited,
     /// Entries per second.
-    Entries { rate: f64, burst: Option<u32> },
+    Entries {
+        rate: f64,
+        burst: Option<u32>,
+    },
     /// Payload bytes per second.
-    Bytes { rate: f64, burst: Option<u32> },
+    Bytes {
+        rate: f64,
+        burst: Option<u32>,
+    },
     /// Entries per second following a schedule.
     Schedule(Schedule),
 }
@@ -186,7 +199,9 @@ impl Pacer {
             start: Instant::now(),
         };
         match p.spec.clone() {
-            RateSpec::Entries { rate, burst } | RateSpec::Bytes { rate, burst } => p.build(rate, burst),
+            RateSpec::Entries { rate, burst } | RateSpec::Bytes { rate, burst } => {
+                p.build(rate, burst)
+            }
             _ => {}
         }
         p
@@ -225,8 +240,9 @@ impl Pacer {
         let burst = burst.unwrap_or(chunk).max(chunk);
         self.chunk = chunk;
         let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
-        self.limiter = Quota::with_period(period)
-            .map(|q| RateLimiter::direct(q.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))));
+        self.limiter = Quota::with_period(period).map(|q| {
+            RateLimiter::direct(q.allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN)))
+        });
     }
 
     /// Asks to let `units` through (at most a few chunks); counts them if Go.
@@ -292,7 +308,11 @@ mod tests {
         assert_eq!(r.rate_at(Duration::from_secs(5)), Some(50.0));
         assert_eq!(r.rate_at(Duration::from_secs(15)), Some(100.0));
         assert_eq!(r.rate_at(Duration::from_millis(22_500)), Some(50.0));
-        assert_eq!(r.rate_at(Duration::from_secs(26)), None, "ends after the last stage");
+        assert_eq!(
+            r.rate_at(Duration::from_secs(26)),
+            None,
+            "ends after the last stage"
+        );
     }
 
     #[test]
@@ -313,7 +333,10 @@ mod tests {
 
     #[test]
     fn pacer_delays_beyond_the_rate_and_never_drops() {
-        let mut p = Pacer::new(RateSpec::Entries { rate: 1000.0, burst: Some(10) });
+        let mut p = Pacer::new(RateSpec::Entries {
+            rate: 1000.0,
+            burst: Some(10),
+        });
         let mut went = 0;
         let mut waited = false;
         for _ in 0..50 {
@@ -327,7 +350,10 @@ mod tests {
                 Pace::Done => panic!(),
             }
         }
-        assert!(waited, "a 1000/s limiter with burst 10 must ask to wait within 50 immediate polls");
+        assert!(
+            waited,
+            "a 1000/s limiter with burst 10 must ask to wait within 50 immediate polls"
+        );
         assert!((10..=12).contains(&went), "{went}");
     }
 

@@ -69,7 +69,10 @@ pub struct RetryPolicy {
 #[derive(Debug)]
 enum Attempt {
     Acked(u16),
-    Rejected { code: u16, reason: String },
+    Rejected {
+        code: u16,
+        reason: String,
+    },
     Retry {
         code: Option<u16>,
         reason: String,
@@ -188,7 +191,15 @@ impl Sender {
                 let ambiguous = !e.is_connect();
                 Attempt::Retry {
                     code: None,
-                    reason: format!("{}: {}", if e.is_timeout() { "timeout" } else { "transport error" }, error_chain(&e)),
+                    reason: format!(
+                        "{}: {}",
+                        if e.is_timeout() {
+                            "timeout"
+                        } else {
+                            "transport error"
+                        },
+                        error_chain(&e)
+                    ),
                     ambiguous,
                     retry_after: None,
                 }
@@ -354,14 +365,23 @@ mod tests {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         let future = std::time::SystemTime::now() + Duration::from_secs(30);
         let d = parse_retry_after(&httpdate::fmt_http_date(future)).unwrap();
-        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(28),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]
     fn loki_url_gets_the_push_path_once() {
-        assert_eq!(loki_push_url("http://h:3100"), "http://h:3100/loki/api/v1/push");
-        assert_eq!(loki_push_url("http://h:3100/"), "http://h:3100/loki/api/v1/push");
+        assert_eq!(
+            loki_push_url("http://h:3100"),
+            "http://h:3100/loki/api/v1/push"
+        );
+        assert_eq!(
+            loki_push_url("http://h:3100/"),
+            "http://h:3100/loki/api/v1/push"
+        );
         assert_eq!(
             loki_push_url("http://h:3100/loki/api/v1/push"),
             "http://h:3100/loki/api/v1/push"

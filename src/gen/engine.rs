@@ -152,7 +152,10 @@ impl<C: Clock> Generator<C> {
                                 p
                             })
                             .collect();
-                        (base, Kind::Metric(MetricState::new(cfg.metric_type, &mut rng)))
+                        (
+                            base,
+                            Kind::Metric(MetricState::new(cfg.metric_type, &mut rng)),
+                        )
                     }
                 };
                 let first = match (cfg.start_ns, lag) {
@@ -294,7 +297,7 @@ mod tests {
     use super::*;
     use crate::gen::clock::ManualClock;
     use crate::gen::{Args, Config};
-    use crate::record::{parse_line, parse_labels};
+    use crate::record::{parse_labels, parse_line};
     use clap::Parser;
     use std::collections::HashMap;
 
@@ -349,14 +352,30 @@ mod tests {
     #[test]
     fn timestamps_strictly_increase_per_series() {
         let cfg = config(&[
-            "--n-series", "7", "--count", "300", "--jitter", "3ms", "--start-time", "1000",
+            "--n-series",
+            "7",
+            "--count",
+            "300",
+            "--jitter",
+            "3ms",
+            "--start-time",
+            "1000",
         ]);
         let (recs, _) = drive(&cfg, usize::MAX);
         assert_eq!(recs.len(), 7 * 300);
         assert_increasing(&recs);
         let cfg = config(&[
-            "--metrics", "--n-series", "3", "--count", "300", "--time-increment", "1ms",
-            "--jitter", "2ms", "--start-time", "1000500000",
+            "--metrics",
+            "--n-series",
+            "3",
+            "--count",
+            "300",
+            "--time-increment",
+            "1ms",
+            "--jitter",
+            "2ms",
+            "--start-time",
+            "1000500000",
         ]);
         let (recs, _) = drive(&cfg, usize::MAX);
         assert_eq!(recs.len(), 900);
@@ -381,8 +400,16 @@ mod tests {
     #[test]
     fn coupled_series_start_in_the_lag_window_and_never_pass_min_lag() {
         let cfg = config(&[
-            "--n-series", "20", "--count", "0", "--time-increment", "100ms", "--min-lag", "1s",
-            "--max-lag", "1m",
+            "--n-series",
+            "20",
+            "--count",
+            "0",
+            "--time-increment",
+            "100ms",
+            "--min-lag",
+            "1s",
+            "--max-lag",
+            "1m",
         ]);
         let (recs, waits) = drive(&cfg, 20_000);
         assert_eq!(recs.len(), 20_000);
@@ -391,8 +418,14 @@ mod tests {
             assert_eq!(*now, NOW, "no waiting while behind");
         }
         for (s, ts, now) in &recs {
-            assert!(*ts <= now - SEC, "{s}: {ts} closer to now {now} than min-lag");
-            assert!(*ts >= now - 60 * SEC, "{s}: {ts} further than max-lag from {now}");
+            assert!(
+                *ts <= now - SEC,
+                "{s}: {ts} closer to now {now} than min-lag"
+            );
+            assert!(
+                *ts >= now - 60 * SEC,
+                "{s}: {ts} further than max-lag from {now}"
+            );
         }
         assert!(waits > 0, "caught-up series wait for wall time");
         // Once caught up, series advance with wall time: 10 entries/s each.
@@ -407,7 +440,14 @@ mod tests {
     #[test]
     fn series_that_fall_behind_leap_forward() {
         let cfg = config(&[
-            "--n-series", "5", "--count", "0", "--min-lag", "1s", "--max-lag", "10m",
+            "--n-series",
+            "5",
+            "--count",
+            "0",
+            "--min-lag",
+            "1s",
+            "--max-lag",
+            "10m",
         ]);
         let mut g = Generator::new(&cfg, ManualClock { now_ns: NOW }).unwrap();
         let mut out = Vec::new();
@@ -425,15 +465,26 @@ mod tests {
         let text = std::str::from_utf8(&out[before..]).unwrap();
         for l in text.lines() {
             let ts = parse_line(l).unwrap().ts;
-            assert!(ts >= later - 600 * SEC && ts < later - SEC, "{ts} not leapt");
+            assert!(
+                ts >= later - 600 * SEC && ts < later - SEC,
+                "{ts} not leapt"
+            );
         }
     }
 
     #[test]
     fn duration_counts_synthetic_time_per_series() {
         let cfg = config(&[
-            "--n-series", "2", "--count", "0", "--duration", "1s", "--time-increment", "10ms",
-            "--start-time", "0",
+            "--n-series",
+            "2",
+            "--count",
+            "0",
+            "--duration",
+            "1s",
+            "--time-increment",
+            "10ms",
+            "--start-time",
+            "0",
         ]);
         let (recs, _) = drive(&cfg, usize::MAX);
         assert_eq!(recs.len(), 2 * 100);
@@ -443,8 +494,15 @@ mod tests {
     #[test]
     fn churn_rotates_series_identity() {
         let cfg = config(&[
-            "--metrics", "--n-series", "1", "--count", "7", "--churn-every", "3",
-            "--start-time", "0",
+            "--metrics",
+            "--n-series",
+            "1",
+            "--count",
+            "7",
+            "--churn-every",
+            "3",
+            "--start-time",
+            "0",
         ]);
         let (recs, _) = drive(&cfg, usize::MAX);
         let cycles: Vec<String> = recs
@@ -460,8 +518,17 @@ mod tests {
     #[test]
     fn histogram_entries_emit_every_sample_series_at_one_timestamp() {
         let cfg = config(&[
-            "--metrics", "--metric-type", "histogram", "--n-series", "2", "--n-metrics", "3",
-            "--count", "4", "--start-time", "0",
+            "--metrics",
+            "--metric-type",
+            "histogram",
+            "--n-series",
+            "2",
+            "--n-metrics",
+            "3",
+            "--count",
+            "4",
+            "--start-time",
+            "0",
         ]);
         let (recs, _) = drive(&cfg, usize::MAX);
         assert_eq!(recs.len(), 2 * 3 * 4 * 14);
@@ -476,7 +543,15 @@ mod tests {
     fn fast_record_writer_matches_the_record_module() {
         let labels = br#"{"a":"1"}"#;
         let prefix = br#"{"labels":{"a":"1"},"ts":""#;
-        for line in ["plain text", "", "q\"uote", "back\\slash", "tab\there", "ctl\u{1}", "é ü \u{fffd}"] {
+        for line in [
+            "plain text",
+            "",
+            "q\"uote",
+            "back\\slash",
+            "tab\there",
+            "ctl\u{1}",
+            "é ü \u{fffd}",
+        ] {
             let (mut a, mut b) = (Vec::new(), Vec::new());
             put_log_record(&mut a, prefix, 42, line.as_bytes());
             write_log_record(&mut b, labels, 42, line);

@@ -57,7 +57,7 @@ impl SeriesInfo {
     pub fn new(index: u64, name: String, rng: &mut Rng) -> SeriesInfo {
         SeriesInfo {
             host: format!("host-{:02}", index % 64),
-            app: *rng.pick(APPS),
+            app: rng.pick(APPS),
             procid: 1000 + rng.below(60_000) as u32,
             name,
             seconds: SecondCache::default(),
@@ -139,7 +139,13 @@ static REFERERS: Weighted<&str> = Weighted::new(&[
     ("https://example.com/products", 10),
     ("https://news.ycombinator.com/", 5),
 ]);
-static USERS: Weighted<&str> = Weighted::new(&[("-", 80), ("alice", 8), ("bob", 6), ("carol", 4), ("svc-batch", 2)]);
+static USERS: Weighted<&str> = Weighted::new(&[
+    ("-", 80),
+    ("alice", 8),
+    ("bob", 6),
+    ("carol", 4),
+    ("svc-batch", 2),
+]);
 const MESSAGES: &[&str] = &[
     "request completed",
     "served from cache",
@@ -148,25 +154,163 @@ const MESSAGES: &[&str] = &[
     "query executed",
 ];
 const WARN_MESSAGES: &[&str] = &["client error", "rate limited", "invalid token", "not found"];
-const ERROR_MESSAGES: &[&str] = &["upstream timeout", "connection reset by peer", "internal error"];
+const ERROR_MESSAGES: &[&str] = &[
+    "upstream timeout",
+    "connection reset by peer",
+    "internal error",
+];
 const WORDS: &[&str] = &[
-    "the", "of", "and", "to", "in", "is", "for", "on", "with", "as", "at", "by", "from", "that",
-    "request", "response", "user", "order", "cache", "queue", "worker", "shard", "replica",
-    "token", "session", "batch", "stream", "index", "query", "table", "row", "column", "page",
-    "retry", "timeout", "latency", "bytes", "payload", "header", "cookie", "backend", "frontend",
-    "service", "cluster", "node", "pod", "container", "volume", "disk", "memory", "cpu",
-    "thread", "lock", "mutex", "channel", "socket", "connection", "pool", "client", "server",
-    "handler", "router", "middleware", "auth", "login", "logout", "account", "billing",
-    "invoice", "payment", "refund", "cart", "checkout", "product", "catalog", "search",
-    "filter", "sort", "limit", "offset", "cursor", "commit", "rollback", "transaction",
-    "snapshot", "compaction", "flush", "segment", "chunk", "block", "label", "metric",
-    "sample", "histogram", "counter", "gauge", "alert", "rule", "silence", "dashboard",
-    "panel", "tenant", "quota", "usage", "limit", "burst", "rate", "window", "interval",
-    "started", "stopped", "failed", "succeeded", "skipped", "accepted", "rejected",
-    "dropped", "created", "updated", "deleted", "loaded", "saved", "sent", "received",
-    "opened", "closed", "expired", "renewed", "scheduled", "cancelled", "paused", "resumed",
-    "alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma",
-    "north", "south", "east", "west", "primary", "secondary", "fallback", "default", "custom",
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "for",
+    "on",
+    "with",
+    "as",
+    "at",
+    "by",
+    "from",
+    "that",
+    "request",
+    "response",
+    "user",
+    "order",
+    "cache",
+    "queue",
+    "worker",
+    "shard",
+    "replica",
+    "token",
+    "session",
+    "batch",
+    "stream",
+    "index",
+    "query",
+    "table",
+    "row",
+    "column",
+    "page",
+    "retry",
+    "timeout",
+    "latency",
+    "bytes",
+    "payload",
+    "header",
+    "cookie",
+    "backend",
+    "frontend",
+    "service",
+    "cluster",
+    "node",
+    "pod",
+    "container",
+    "volume",
+    "disk",
+    "memory",
+    "cpu",
+    "thread",
+    "lock",
+    "mutex",
+    "channel",
+    "socket",
+    "connection",
+    "pool",
+    "client",
+    "server",
+    "handler",
+    "router",
+    "middleware",
+    "auth",
+    "login",
+    "logout",
+    "account",
+    "billing",
+    "invoice",
+    "payment",
+    "refund",
+    "cart",
+    "checkout",
+    "product",
+    "catalog",
+    "search",
+    "filter",
+    "sort",
+    "limit",
+    "offset",
+    "cursor",
+    "commit",
+    "rollback",
+    "transaction",
+    "snapshot",
+    "compaction",
+    "flush",
+    "segment",
+    "chunk",
+    "block",
+    "label",
+    "metric",
+    "sample",
+    "histogram",
+    "counter",
+    "gauge",
+    "alert",
+    "rule",
+    "silence",
+    "dashboard",
+    "panel",
+    "tenant",
+    "quota",
+    "usage",
+    "limit",
+    "burst",
+    "rate",
+    "window",
+    "interval",
+    "started",
+    "stopped",
+    "failed",
+    "succeeded",
+    "skipped",
+    "accepted",
+    "rejected",
+    "dropped",
+    "created",
+    "updated",
+    "deleted",
+    "loaded",
+    "saved",
+    "sent",
+    "received",
+    "opened",
+    "closed",
+    "expired",
+    "renewed",
+    "scheduled",
+    "cancelled",
+    "paused",
+    "resumed",
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "theta",
+    "kappa",
+    "lambda",
+    "sigma",
+    "north",
+    "south",
+    "east",
+    "west",
+    "primary",
+    "secondary",
+    "fallback",
+    "default",
+    "custom",
 ];
 const MAX_TEXT: &str = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor incididunt ut labore et dolore magna aliqua. ";
 const MAX_TEXT_QUERY: &str = "Lorem+ipsum+dolor+sit+amet+consectetur+adipiscing+elit+sed+do+eiusmod+tempor+incididunt+ut+labore+et+dolore+magna+aliqua+";
@@ -229,9 +373,9 @@ impl Fields {
 
     fn message(&self, rng: &mut Rng) -> &'static str {
         match self.level() {
-            "error" => *rng.pick(ERROR_MESSAGES),
-            "warn" => *rng.pick(WARN_MESSAGES),
-            _ => *rng.pick(MESSAGES),
+            "error" => rng.pick(ERROR_MESSAGES),
+            "warn" => rng.pick(WARN_MESSAGES),
+            _ => rng.pick(MESSAGES),
         }
     }
 }
@@ -277,7 +421,13 @@ impl LineGen {
         if self.spec.line_bytes > line.len() {
             let want = self.spec.line_bytes - line.len();
             self.pad.clear();
-            fill(&mut self.pad, rng, want, self.spec.compressibility, pad_kind);
+            fill(
+                &mut self.pad,
+                rng,
+                want,
+                self.spec.compressibility,
+                pad_kind,
+            );
             line.extend_from_slice(&self.pad);
             line[pad_at..].rotate_right(self.pad.len());
         }
@@ -312,7 +462,7 @@ impl LineGen {
             method: "GET",
             path: PATHS.items[0].0,
             path_id: 0,
-            status: *rng.weighted(&STATUSES),
+            status: rng.weighted(&STATUSES),
             bytes: 0,
             duration_ms: 0,
             bad: None,
@@ -320,8 +470,8 @@ impl LineGen {
         // The looker format shows none of the request details; not drawing
         // them is a good part of its speed.
         if self.spec.format != Format::Looker {
-            f.method = *rng.weighted(&METHODS);
-            f.path = *rng.weighted(&PATHS);
+            f.method = rng.weighted(&METHODS);
+            f.path = rng.weighted(&PATHS);
             let r = rng.u64();
             f.path_id = (r & 0xffff_ffff) % 100_000;
             let size_exp = 6 + (r >> 32) % 14;
@@ -332,10 +482,10 @@ impl LineGen {
             f.duration_ms = (1u64 << dur_exp) + rng.below(1u64 << dur_exp);
         }
         if rng.chance(self.spec.bad_data) {
-            let bad = *rng.pick(&[Bad::Ip, Bad::Status, Bad::Junk, Bad::Overlong]);
+            let bad = rng.pick(&[Bad::Ip, Bad::Status, Bad::Junk, Bad::Overlong]);
             match bad {
                 Bad::Ip => f.ip[rng.below(4) as usize] = 256 + rng.below(744) as u16,
-                Bad::Status => f.status = *rng.pick(ABSURD_STATUS),
+                Bad::Status => f.status = rng.pick(ABSURD_STATUS),
                 Bad::Junk | Bad::Overlong => {}
             }
             f.bad = Some(bad);
@@ -443,19 +593,21 @@ impl SecondCache {
         let sec = ts_ns.div_euclid(1_000_000_000);
         if self.sec != Some(sec) {
             let (y, mo, d, h, mi, se, _) = civil(ts_ns);
-            let mut v = Vec::with_capacity(19);
-            push_year(&mut v, y);
-            v.push(b'-');
-            push_2(&mut v, mo);
-            v.push(b'-');
-            push_2(&mut v, d);
-            v.push(b'T');
-            push_2(&mut v, h);
-            v.push(b':');
-            push_2(&mut v, mi);
-            v.push(b':');
-            push_2(&mut v, se);
-            self.text.copy_from_slice(&v);
+            let y = y.clamp(0, 9999) as u32;
+            let two = |v: u32| [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
+            let t = &mut self.text;
+            t[0..2].copy_from_slice(&two(y / 100));
+            t[2..4].copy_from_slice(&two(y % 100));
+            t[4] = b'-';
+            t[5..7].copy_from_slice(&two(mo));
+            t[7] = b'-';
+            t[8..10].copy_from_slice(&two(d));
+            t[10] = b'T';
+            t[11..13].copy_from_slice(&two(h));
+            t[13] = b':';
+            t[14..16].copy_from_slice(&two(mi));
+            t[16] = b':';
+            t[17..19].copy_from_slice(&two(se));
             self.sec = Some(sec);
         }
         &self.text
@@ -520,7 +672,7 @@ fn push_path(s: &mut Vec<u8>, rng: &mut Rng, f: &Fields) {
 
 fn overlong(s: &mut Vec<u8>, rng: &mut Rng) {
     let n = OVERLONG_MIN + rng.below(OVERLONG_MIN as u64) as usize;
-    let unit = *rng.pick(&["A", "../", "%2e", "x"]);
+    let unit = rng.pick(&["A", "../", "%2e", "x"]);
     while s.len() < n {
         s.put(unit);
     }
@@ -530,7 +682,7 @@ fn overlong(s: &mut Vec<u8>, rng: &mut Rng) {
 /// stays a valid document.
 fn junk(s: &mut Vec<u8>, rng: &mut Rng, json: bool) {
     for _ in 0..3 + rng.below(8) {
-        let c = *rng.pick(JUNK);
+        let c = rng.pick(JUNK);
         if json && c < ' ' {
             s.put("\\u00");
             s.put_char(char::from_digit(c as u32 / 16, 16).unwrap_or('0'));
@@ -591,7 +743,7 @@ fn write_apache(
 ) -> (usize, Pad) {
     push_ip(s, f.ip);
     s.put(" - ");
-    s.put(*rng.weighted(&USERS));
+    s.put(rng.weighted(&USERS));
     s.put(" [");
     push_apache_time(s, ts_ns);
     s.put("] \"");
@@ -612,9 +764,9 @@ fn write_apache(
     push_u64(s, f.bytes);
     if combined {
         s.put(" \"");
-        s.put(*rng.weighted(&REFERERS));
+        s.put(rng.weighted(&REFERERS));
         s.put("\" \"");
-        s.put(*rng.weighted(&AGENTS));
+        s.put(rng.weighted(&AGENTS));
         s.push(b'"');
     }
     (pad_at, Pad::Query)
@@ -647,7 +799,7 @@ fn write_json(
     s.put(",\"duration_ms\":");
     push_u64(s, f.duration_ms);
     s.put(",\"user_agent\":\"");
-    s.put(*rng.weighted(&AGENTS));
+    s.put(rng.weighted(&AGENTS));
     s.put("\",\"msg\":\"");
     s.put(f.message(rng));
     if f.bad == Some(Bad::Junk) {
@@ -787,10 +939,10 @@ fn fill(s: &mut Vec<u8>, rng: &mut Rng, n: usize, c: Compressibility, pad: Pad) 
 
 fn stack_trace(s: &mut Vec<u8>, rng: &mut Rng) {
     s.push(b'\n');
-    s.put(*rng.pick(EXCEPTIONS));
+    s.put(rng.pick(EXCEPTIONS));
     for _ in 0..3 + rng.below(10) {
         s.put("\n\tat ");
-        s.put(*rng.pick(FRAMES));
+        s.put(rng.pick(FRAMES));
         push_u64(s, 20 + rng.below(900));
         s.push(b')');
     }
@@ -825,7 +977,10 @@ mod tests {
                     seq,
                     &mut series,
                 );
-                (String::from_utf8(line.clone()).expect("lines are UTF-8"), bad)
+                (
+                    String::from_utf8(line.clone()).expect("lines are UTF-8"),
+                    bad,
+                )
             })
             .collect()
     }
@@ -903,7 +1058,10 @@ mod tests {
             let set: std::collections::HashSet<_> = all.iter().map(|(l, _)| l.clone()).collect();
             assert_eq!(set.len(), all.len(), "{format:?} repeats lines");
             for (seq, (l, _)) in all.iter().enumerate() {
-                let needle = format!("seq{}{seq}", if format == Format::Json { "\":" } else { "=" });
+                let needle = format!(
+                    "seq{}{seq}",
+                    if format == Format::Json { "\":" } else { "=" }
+                );
                 let needle = if format == Format::Syslog {
                     format!("seq=\"{seq}\"")
                 } else {
@@ -962,14 +1120,27 @@ mod tests {
 
     #[test]
     fn line_bytes_sets_the_length() {
-        for format in [Format::Looker, Format::ApacheCommon, Format::Json, Format::Syslog] {
-            for c in [Compressibility::Min, Compressibility::Medium, Compressibility::Max] {
+        for format in [
+            Format::Looker,
+            Format::ApacheCommon,
+            Format::Json,
+            Format::Syslog,
+        ] {
+            for c in [
+                Compressibility::Min,
+                Compressibility::Medium,
+                Compressibility::Max,
+            ] {
                 let mut s = spec(format);
                 s.line_bytes = 500;
                 s.compressibility = c;
                 for (l, _) in lines(s, 200) {
                     // Padding fills exactly; the query form adds "&q=".
-                    assert!((500..=503).contains(&l.len()), "{format:?} {c:?} {}", l.len());
+                    assert!(
+                        (500..=503).contains(&l.len()),
+                        "{format:?} {c:?} {}",
+                        l.len()
+                    );
                 }
             }
         }
@@ -1006,7 +1177,7 @@ mod tests {
     /// own bookkeeping.
     fn looks_bad(l: &str) -> bool {
         let ip_bad = l
-            .split(|c: char| c == ' ' || c == '=' || c == '"')
+            .split([' ', '=', '"'])
             .filter(|t| t.split('.').count() == 4 && t.split('.').all(|o| o.parse::<u32>().is_ok()))
             .any(|t| t.split('.').any(|o| o.parse::<u32>().unwrap_or(0) > 255));
         let status_bad = l
@@ -1026,7 +1197,10 @@ mod tests {
             let all = lines(s, 10_000);
             let flagged = all.iter().filter(|(_, b)| b.is_some()).count();
             let visible = all.iter().filter(|(l, _)| looks_bad(l)).count();
-            assert_eq!(flagged, visible, "every corruption shows, nothing else does");
+            assert_eq!(
+                flagged, visible,
+                "every corruption shows, nothing else does"
+            );
             let frac = visible as f64 / all.len() as f64;
             assert!((frac - pct).abs() < 0.02, "{pct}: {frac}");
         }

@@ -85,12 +85,16 @@ impl MetricState {
             MetricState::Counter(v) => {
                 static INC: Weighted<u64> =
                     Weighted::new(&[(0, 10), (1, 40), (2, 20), (5, 15), (10, 10), (50, 5)]);
-                let inc = *rng.weighted(&INC);
+                let inc = rng.weighted(&INC);
                 *v += inc + rng.below(inc + 1);
             }
             MetricState::Gauge(k) => {
                 let next = *k + rng.below(2001) as i64 - 1000;
-                *k = if next.abs() > GAUGE_BOUND { *k - (next - *k) } else { next };
+                *k = if next.abs() > GAUGE_BOUND {
+                    *k - (next - *k)
+                } else {
+                    next
+                };
             }
             MetricState::Histogram { cum, sum_ms } => {
                 for _ in 0..rng.below(20) {
@@ -146,15 +150,23 @@ mod tests {
             prev = *cum;
             prev_sum = *sum_ms;
         }
-        assert!(prev[0] > 0 && prev[10] < prev[11], "spread over buckets: {prev:?}");
+        assert!(
+            prev[0] > 0 && prev[10] < prev[11],
+            "spread over buckets: {prev:?}"
+        );
     }
 
     #[test]
     fn histogram_records_match_names() {
         let names = MetricType::Histogram.series_names(3);
         assert_eq!(names.len(), 14);
-        assert_eq!(names[11], ("looker_histogram_0003_seconds_bucket".into(), Some("+Inf")));
-        let labels: Vec<Vec<u8>> = (0..14).map(|i| format!("{{\"i\":\"{i}\"}}").into()).collect();
+        assert_eq!(
+            names[11],
+            ("looker_histogram_0003_seconds_bucket".into(), Some("+Inf"))
+        );
+        let labels: Vec<Vec<u8>> = (0..14)
+            .map(|i| format!("{{\"i\":\"{i}\"}}").into())
+            .collect();
         let mut rng = Rng::new(1, 0, 0);
         let mut h = MetricState::new(MetricType::Histogram, &mut rng);
         h.step(&mut rng);
@@ -176,7 +188,11 @@ mod tests {
     #[test]
     fn values_print_as_short_decimals() {
         let mut rng = Rng::new(8, 0, 0);
-        for t in [MetricType::Counter, MetricType::Gauge, MetricType::Histogram] {
+        for t in [
+            MetricType::Counter,
+            MetricType::Gauge,
+            MetricType::Histogram,
+        ] {
             let mut m = MetricState::new(t, &mut rng);
             let labels = vec![b"{}".to_vec(); 14];
             for _ in 0..5000 {

@@ -113,13 +113,18 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0, value_name = "PCT", value_parser = parse_pct, conflicts_with = "metrics")]
     pub multiline: f64,
 
-    /// Approximate line length: the message part is padded to reach it
-    /// (0 = natural length).
-    #[arg(long, default_value_t = 0, value_name = "N", conflicts_with = "metrics")]
+    /// Approximate line length: the message part is padded to reach it;
+    /// lines whose fields alone are longer are not cut (0 = natural length).
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_name = "N",
+        conflicts_with = "metrics"
+    )]
     pub line_bytes: usize,
 
-    /// How well the padding from --line-bytes compresses (gzip: min < 1.6x,
-    /// max > 10x).
+    /// How well the padding from --line-bytes compresses (gzip of the
+    /// output with --line-bytes 1000: min < 1.6x, medium 2-6x, max > 10x).
     #[arg(long, value_enum, default_value_t = Compressibility::Medium, conflicts_with = "metrics")]
     pub compressibility: Compressibility,
 

@@ -41,20 +41,20 @@ impl Rng {
     }
 
     #[inline]
-    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
     }
 
     /// Picks an item in proportion to its weight.
-    pub fn weighted<'a, T>(&mut self, w: &'a Weighted<T>) -> &'a T {
+    pub fn weighted<T: Copy>(&mut self, w: &Weighted<T>) -> T {
         let mut r = self.below(w.total);
-        for (item, weight) in w.items {
-            if r < *weight as u64 {
+        for &(item, weight) in w.items {
+            if r < weight as u64 {
                 return item;
             }
-            r -= *weight as u64;
+            r -= weight as u64;
         }
-        &w.items[w.items.len() - 1].0
+        w.items[w.items.len() - 1].0
     }
 }
 
@@ -95,7 +95,7 @@ mod tests {
         static ITEMS: Weighted<&str> = Weighted::new(&[("a", 90), ("b", 10)]);
         let items = &ITEMS;
         let n = 20_000;
-        let a = (0..n).filter(|_| *r.weighted(items) == "a").count();
+        let a = (0..n).filter(|_| r.weighted(items) == "a").count();
         let frac = a as f64 / n as f64;
         assert!((0.88..0.92).contains(&frac), "{frac}");
     }

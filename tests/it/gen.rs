@@ -31,8 +31,22 @@ fn text(out: &[u8]) -> &str {
 #[test]
 fn gen_same_seed_and_start_time_is_byte_identical() {
     let args = [
-        "--seed", "7", "--start-time", START, "--n-series", "5", "--count", "200",
-        "--format", "apache-combined", "--bad-data", "10", "--multiline", "5", "--jitter", "1ms",
+        "--seed",
+        "7",
+        "--start-time",
+        START,
+        "--n-series",
+        "5",
+        "--count",
+        "200",
+        "--format",
+        "apache-combined",
+        "--bad-data",
+        "10",
+        "--multiline",
+        "5",
+        "--jitter",
+        "1ms",
     ];
     let a = gen(&args);
     let b = gen(&args);
@@ -45,12 +59,34 @@ fn gen_same_seed_and_start_time_is_byte_identical() {
 
 #[test]
 fn gen_every_record_parses_and_labels_validate() {
-    let formats = ["looker", "apache-common", "apache-combined", "json", "logfmt", "syslog"];
+    let formats = [
+        "looker",
+        "apache-common",
+        "apache-combined",
+        "json",
+        "logfmt",
+        "syslog",
+    ];
     for f in formats {
         let out = gen(&[
-            "--seed", "1", "--start-time", START, "--n-series", "3", "--count", "300",
-            "--format", f, "--bad-data", "20", "--multiline", "10", "--line-bytes", "150",
-            "--label", "env=test",
+            "--seed",
+            "1",
+            "--start-time",
+            START,
+            "--n-series",
+            "3",
+            "--count",
+            "300",
+            "--format",
+            f,
+            "--bad-data",
+            "20",
+            "--multiline",
+            "10",
+            "--line-bytes",
+            "150",
+            "--label",
+            "env=test",
         ]);
         let mut series = HashSet::new();
         let mut lines = HashSet::new();
@@ -74,8 +110,21 @@ fn gen_every_record_parses_and_labels_validate() {
     }
     for t in ["counter", "gauge", "histogram"] {
         let out = gen(&[
-            "--metrics", "--metric-type", t, "--seed", "1", "--start-time", START,
-            "--n-series", "2", "--n-metrics", "2", "--count", "50", "--churn-every", "20",
+            "--metrics",
+            "--metric-type",
+            t,
+            "--seed",
+            "1",
+            "--start-time",
+            START,
+            "--n-series",
+            "2",
+            "--n-metrics",
+            "2",
+            "--count",
+            "50",
+            "--churn-every",
+            "20",
         ]);
         let mut n = 0;
         for l in text(&out).lines() {
@@ -97,8 +146,20 @@ fn line_set(out: &[u8]) -> BTreeSet<String> {
 
 #[test]
 fn gen_shards_are_disjoint_and_their_union_is_the_whole() {
-    for extra in [&["--format", "json"][..], &["--metrics", "--metric-type", "histogram"][..]] {
-        let mut base = vec!["--seed", "3", "--start-time", START, "--n-series", "7", "--count", "20"];
+    for extra in [
+        &["--format", "json"][..],
+        &["--metrics", "--metric-type", "histogram"][..],
+    ] {
+        let mut base = vec![
+            "--seed",
+            "3",
+            "--start-time",
+            START,
+            "--n-series",
+            "7",
+            "--count",
+            "20",
+        ];
         base.extend_from_slice(extra);
         let whole = line_set(&gen(&base));
         let mut union = BTreeSet::new();
@@ -133,14 +194,27 @@ fn gen_endless_output_ends_cleanly_when_the_reader_goes_away() {
         drop(stdout);
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{:?}", out.status);
-        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 #[test]
 fn gen_without_start_time_stays_between_min_and_max_lag() {
     let before = looker::timefmt::now_ns();
-    let out = gen(&["--n-series", "20", "--count", "50", "--min-lag", "2s", "--max-lag", "5m"]);
+    let out = gen(&[
+        "--n-series",
+        "20",
+        "--count",
+        "50",
+        "--min-lag",
+        "2s",
+        "--max-lag",
+        "5m",
+    ]);
     let after = looker::timefmt::now_ns();
     let mut n = 0;
     for l in text(&out).lines() {
@@ -164,7 +238,10 @@ fn gen_invocation_comes_from_the_seed_or_the_flag() {
     let a = label(&["--seed", "5", "--count", "1"]);
     assert_eq!(a, label(&["--seed", "5", "--count", "1"]));
     assert_ne!(a, label(&["--seed", "6", "--count", "1"]));
-    assert_eq!(label(&["--count", "1", "--invocation-id", "run-42"]), "run-42");
+    assert_eq!(
+        label(&["--count", "1", "--invocation-id", "run-42"]),
+        "run-42"
+    );
 }
 
 #[test]
@@ -190,7 +267,10 @@ fn gen_bad_flags_exit_2_naming_the_flag() {
         (&["--format", "xml"], "--format"),
         (&["--compressibility", "lots"], "--compressibility"),
         (&["--metrics", "--metric-type", "summary"], "--metric-type"),
-        (&["--metrics", "--time-increment", "500us"], "--time-increment"),
+        (
+            &["--metrics", "--time-increment", "500us"],
+            "--time-increment",
+        ),
         (&["--metrics", "--jitter", "10us"], "--jitter"),
         (&["--time-increment", "0"], "--time-increment"),
         (&["--shard", "3/3"], "--shard"),

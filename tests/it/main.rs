@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod faults;
 mod gen;
 mod infra;
 mod loki_server;

@@ -9,13 +9,36 @@ use crate::util::*;
 #[test]
 fn file_sink_holds_exactly_the_input_and_the_manifest_counts_it() {
     let dir = tempfile::tempdir().unwrap();
-    let input = gen(&["--seed", "7", "--start-time", "2024-01-01T00:00:00Z", "--n-series", "7", "--count", "1300"]);
+    let input = gen(&[
+        "--seed",
+        "7",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "7",
+        "--count",
+        "1300",
+    ]);
     let (out, man) = (dir.path().join("out.ndjson"), dir.path().join("m.ndjson"));
-    let o = push(&["--file", out.to_str().unwrap(), "--manifest", man.to_str().unwrap(), "--fragment-size", "100", "-q"], &input);
+    let o = push(
+        &[
+            "--file",
+            out.to_str().unwrap(),
+            "--manifest",
+            man.to_str().unwrap(),
+            "--fragment-size",
+            "100",
+            "-q",
+        ],
+        &input,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     // The file sink writes the record format, so the stored records are the
     // input records, line for line.
-    assert_eq!(lines_sorted(&std::fs::read(&out).unwrap()), lines_sorted(&input));
+    assert_eq!(
+        lines_sorted(&std::fs::read(&out).unwrap()),
+        lines_sorted(&input)
+    );
     let t = trailer(&man);
     assert_eq!(t["entries"]["ok"], 7 * 1300);
     assert_eq!(t["fragments"]["ok"], 7 * 13);
@@ -24,10 +47,22 @@ fn file_sink_holds_exactly_the_input_and_the_manifest_counts_it() {
 
 #[test]
 fn loki_protobuf_and_json_pushes_land_once() {
-    for enc in [&["--encoding", "protobuf"][..], &["--encoding", "json", "--gzip"][..]] {
+    for enc in [
+        &["--encoding", "protobuf"][..],
+        &["--encoding", "json", "--gzip"][..],
+    ] {
         let loki = LokiServer::start(LokiConfig::default());
         let start = recent_start();
-        let input = gen(&["--seed", "1", "--start-time", &start, "--n-series", "5", "--count", "2000"]);
+        let input = gen(&[
+            "--seed",
+            "1",
+            "--start-time",
+            &start,
+            "--n-series",
+            "5",
+            "--count",
+            "2000",
+        ]);
         let dir = tempfile::tempdir().unwrap();
         let man = dir.path().join("m.ndjson");
         let url = loki.url();
@@ -45,19 +80,55 @@ fn loki_protobuf_and_json_pushes_land_once() {
 fn prometheus_holds_every_acknowledged_sample() {
     let prom = Prometheus::start();
     let start = recent_start();
-    let input = gen(&["--metrics", "--seed", "3", "--start-time", &start, "--n-series", "4", "--n-metrics", "2", "--count", "300", "--time-increment", "1s", "--invocation-id", "promtest"]);
+    let input = gen(&[
+        "--metrics",
+        "--seed",
+        "3",
+        "--start-time",
+        &start,
+        "--n-series",
+        "4",
+        "--n-metrics",
+        "2",
+        "--count",
+        "300",
+        "--time-increment",
+        "1s",
+        "--invocation-id",
+        "promtest",
+    ]);
     let n_input = input.iter().filter(|&&b| b == b'\n').count();
     let dir = tempfile::tempdir().unwrap();
     let man = dir.path().join("m.ndjson");
     let url = format!("{}/api/v1/write", prom.url());
-    let o = push(&["--remote-write", &url, "--manifest", man.to_str().unwrap(), "-q", "--fragment-size", "50"], &input);
+    let o = push(
+        &[
+            "--remote-write",
+            &url,
+            "--manifest",
+            man.to_str().unwrap(),
+            "-q",
+            "--fragment-size",
+            "50",
+        ],
+        &input,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(trailer(&man)["entries"]["ok"], n_input as u64);
     let q = "{invocation=\"promtest\"}[1h]";
-    let (code, body) = http_get(&prom.url(), &format!("/api/v1/query?query={}", urlencode(q))).unwrap();
+    let (code, body) = http_get(
+        &prom.url(),
+        &format!("/api/v1/query?query={}", urlencode(q)),
+    )
+    .unwrap();
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let stored: usize = v["data"]["result"].as_array().unwrap().iter().map(|s| s["values"].as_array().unwrap().len()).sum();
+    let stored: usize = v["data"]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["values"].as_array().unwrap().len())
+        .sum();
     assert_eq!(stored, n_input, "{body}");
 }
 
@@ -65,19 +136,56 @@ fn prometheus_holds_every_acknowledged_sample() {
 fn victoriametrics_holds_every_acknowledged_sample() {
     let vm = VictoriaMetrics::start();
     let start = recent_start();
-    let input = gen(&["--metrics", "--metric-type", "histogram", "--seed", "4", "--start-time", &start, "--n-series", "3", "--count", "200", "--time-increment", "1s", "--invocation-id", "vmtest"]);
+    let input = gen(&[
+        "--metrics",
+        "--metric-type",
+        "histogram",
+        "--seed",
+        "4",
+        "--start-time",
+        &start,
+        "--n-series",
+        "3",
+        "--count",
+        "200",
+        "--time-increment",
+        "1s",
+        "--invocation-id",
+        "vmtest",
+    ]);
     let n_input = input.iter().filter(|&&b| b == b'\n').count();
     let dir = tempfile::tempdir().unwrap();
     let man = dir.path().join("m.ndjson");
     let url = format!("{}/api/v1/write", vm.url());
-    let o = push(&["--remote-write", &url, "--manifest", man.to_str().unwrap(), "-q"], &input);
+    let o = push(
+        &[
+            "--remote-write",
+            &url,
+            "--manifest",
+            man.to_str().unwrap(),
+            "-q",
+        ],
+        &input,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     vm.force_flush();
-    let (code, body) = http_get(&vm.url(), &format!("/api/v1/export?match[]={}", urlencode("{invocation=\"vmtest\"}"))).unwrap();
+    let (code, body) = http_get(
+        &vm.url(),
+        &format!(
+            "/api/v1/export?match[]={}",
+            urlencode("{invocation=\"vmtest\"}")
+        ),
+    )
+    .unwrap();
     assert_eq!(code, 200);
     let stored: usize = body
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["timestamps"].as_array().unwrap().len())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["timestamps"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(stored, n_input);
     assert_eq!(trailer(&man)["entries"]["ok"], n_input as u64);
@@ -97,7 +205,16 @@ pub fn urlencode(s: &str) -> String {
 
 /// Ten good records, then the bad line, then more good records.
 fn with_bad_line_11(bad: &[u8]) -> Vec<u8> {
-    let good = gen(&["--seed", "9", "--start-time", "2024-01-01T00:00:00Z", "--n-series", "1", "--count", "20"]);
+    let good = gen(&[
+        "--seed",
+        "9",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "1",
+        "--count",
+        "20",
+    ]);
     let lines: Vec<&[u8]> = good.split_inclusive(|&b| b == b'\n').collect();
     let mut input = lines[..10].concat();
     input.extend_from_slice(bad);
@@ -109,18 +226,42 @@ fn with_bad_line_11(bad: &[u8]) -> Vec<u8> {
 #[test]
 fn malformed_input_names_file_line_and_reason_and_keeps_what_was_accepted() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("truncated", br#"{"labels":{"a":"1"},"ts":"1","li"#.to_vec(), "invalid JSON"),
+        (
+            "truncated",
+            br#"{"labels":{"a":"1"},"ts":"1","li"#.to_vec(),
+            "invalid JSON",
+        ),
         ("not json", b"hello world".to_vec(), "invalid JSON"),
-        ("bad utf8", b"{\"labels\":{\"a\":\"1\"},\"ts\":\"1\",\"line\":\"\xff\xfe\"}".to_vec(), "invalid UTF-8"),
-        ("missing ts", br#"{"labels":{"a":"1"},"line":"x"}"#.to_vec(), "missing field \"ts\""),
-        ("wrong type", br#"{"labels":{"a":"1"},"ts":"1","line":42}"#.to_vec(), "\"line\" must be a string"),
-        ("bad label", br#"{"labels":{"a-b":"1"},"ts":"1","line":"x"}"#.to_vec(), "invalid label name"),
-        ("huge line", {
-            let mut v = br#"{"labels":{"a":"1"},"ts":"1","line":""#.to_vec();
-            v.extend(std::iter::repeat_n(b'x', 10 << 20));
-            v.extend_from_slice(b"\"}");
-            v
-        }, "over the limit"),
+        (
+            "bad utf8",
+            b"{\"labels\":{\"a\":\"1\"},\"ts\":\"1\",\"line\":\"\xff\xfe\"}".to_vec(),
+            "invalid UTF-8",
+        ),
+        (
+            "missing ts",
+            br#"{"labels":{"a":"1"},"line":"x"}"#.to_vec(),
+            "missing field \"ts\"",
+        ),
+        (
+            "wrong type",
+            br#"{"labels":{"a":"1"},"ts":"1","line":42}"#.to_vec(),
+            "\"line\" must be a string",
+        ),
+        (
+            "bad label",
+            br#"{"labels":{"a-b":"1"},"ts":"1","line":"x"}"#.to_vec(),
+            "invalid label name",
+        ),
+        (
+            "huge line",
+            {
+                let mut v = br#"{"labels":{"a":"1"},"ts":"1","line":""#.to_vec();
+                v.extend(std::iter::repeat_n(b'x', 10 << 20));
+                v.extend_from_slice(b"\"}");
+                v
+            },
+            "over the limit",
+        ),
     ];
     for (name, bad, reason) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -128,57 +269,123 @@ fn malformed_input_names_file_line_and_reason_and_keeps_what_was_accepted() {
         std::fs::write(&src, with_bad_line_11(&bad)).unwrap();
         let (out, man) = (dir.path().join("out.ndjson"), dir.path().join("m.ndjson"));
         let o = bin("looker-push")
-            .args([src.to_str().unwrap(), "--file", out.to_str().unwrap(), "--manifest", man.to_str().unwrap(), "-q"])
+            .args([
+                src.to_str().unwrap(),
+                "--file",
+                out.to_str().unwrap(),
+                "--manifest",
+                man.to_str().unwrap(),
+                "-q",
+            ])
             .output()
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
         let err = stderr(&o);
         let first = err.lines().next().unwrap_or_default();
-        assert!(first.contains("input.ndjson:11: ") && first.contains(reason), "{name}: {err}");
+        assert!(
+            first.contains("input.ndjson:11: ") && first.contains(reason),
+            "{name}: {err}"
+        );
         // The ten lines before the bad one were pushed and acknowledged.
         let t = trailer(&man);
         assert_eq!(t["entries"]["ok"], 10, "{name}");
-        assert!(t["input_error"].as_str().unwrap().contains(":11:"), "{name}");
-        assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 10, "{name}");
+        assert!(
+            t["input_error"].as_str().unwrap().contains(":11:"),
+            "{name}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap().lines().count(),
+            10,
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn skip_mode_counts_and_reports_invalid_lines() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, man, rep) = (dir.path().join("o"), dir.path().join("m"), dir.path().join("r.json"));
+    let (out, man, rep) = (
+        dir.path().join("o"),
+        dir.path().join("m"),
+        dir.path().join("r.json"),
+    );
     let o = push(
-        &["--file", out.to_str().unwrap(), "--manifest", man.to_str().unwrap(), "--report", rep.to_str().unwrap(), "--on-invalid", "skip", "-q"],
+        &[
+            "--file",
+            out.to_str().unwrap(),
+            "--manifest",
+            man.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--on-invalid",
+            "skip",
+            "-q",
+        ],
         &with_bad_line_11(b"garbage"),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(trailer(&man)["entries"]["ok"], 20);
     assert_eq!(trailer(&man)["skipped_lines"], 1);
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
-    assert!(r["skipped"][0].as_str().unwrap().starts_with("<stdin>:11: invalid JSON"), "{r}");
+    assert!(
+        r["skipped"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("<stdin>:11: invalid JSON"),
+        "{r}"
+    );
 }
 
 #[test]
 fn unreadable_and_corrupt_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let gz = dir.path().join("bad.gz");
-    let records = gen(&["--seed", "1", "--start-time", "2024-01-01T00:00:00Z", "--n-series", "2", "--count", "5000"]);
+    let records = gen(&[
+        "--seed",
+        "1",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "2",
+        "--count",
+        "5000",
+    ]);
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut enc, &records).unwrap();
     let full = enc.finish().unwrap();
     // Cut short, as a copy interrupted mid-way leaves it.
     std::fs::write(&gz, &full[..full.len() / 2]).unwrap();
     let missing = dir.path().join("missing.ndjson");
-    for (path, want) in [(gz.to_str().unwrap(), "read error"), (missing.to_str().unwrap(), "missing.ndjson: No such file")] {
-        let o = bin("looker-push").args([path, "--null", "-q"]).output().unwrap();
+    for (path, want) in [
+        (gz.to_str().unwrap(), "read error"),
+        (missing.to_str().unwrap(), "missing.ndjson: No such file"),
+    ] {
+        let o = bin("looker-push")
+            .args([path, "--null", "-q"])
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(2));
         assert!(stderr(&o).contains(want), "{}", stderr(&o));
     }
     let empty = dir.path().join("empty");
     std::fs::write(&empty, b"").unwrap();
     let man = dir.path().join("m");
-    let o = bin("looker-push").args([empty.to_str().unwrap(), "--null", "-q", "--manifest", man.to_str().unwrap()]).output().unwrap();
-    assert_eq!(o.status.code(), Some(0), "an empty file is an empty push: {}", stderr(&o));
+    let o = bin("looker-push")
+        .args([
+            empty.to_str().unwrap(),
+            "--null",
+            "-q",
+            "--manifest",
+            man.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "an empty file is an empty push: {}",
+        stderr(&o)
+    );
     assert_eq!(trailer(&man)["entries"]["ok"], 0);
 }
 
@@ -193,7 +400,15 @@ fn bad_flags_and_files_name_the_flag() {
         (vec![], "--loki"),
         (vec!["--null", "--file", "x"], "cannot be used with"),
         (vec!["--null", "--schedule", &sched_arg], "update_interval"),
-        (vec!["--loki", "http://127.0.0.1:1", "--bearer-token-file", "/nonexistent/token"], "--bearer-token-file /nonexistent/token"),
+        (
+            vec![
+                "--loki",
+                "http://127.0.0.1:1",
+                "--bearer-token-file",
+                "/nonexistent/token",
+            ],
+            "--bearer-token-file /nonexistent/token",
+        ),
         (vec!["--null", "--fragment-size", "0"], "--fragment-size"),
         (vec!["--null", "--format", "xml"], "--format"),
     ];
@@ -208,21 +423,51 @@ fn bad_flags_and_files_name_the_flag() {
 fn raw_lines_replay_with_labels_and_increasing_timestamps() {
     let loki = LokiServer::start(LokiConfig::default());
     let text: String = (0..500).map(|i| format!("GET /item/{i} 200\n")).collect();
-    let o = push(&["--format", "raw", "--label", "job=replay", "--label", "host=h1", "--loki", &loki.url(), "-q"], text.as_bytes());
+    let o = push(
+        &[
+            "--format",
+            "raw",
+            "--label",
+            "job=replay",
+            "--label",
+            "host=h1",
+            "--loki",
+            &loki.url(),
+            "-q",
+        ],
+        text.as_bytes(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let streams = loki.streams();
     assert_eq!(streams.len(), 1);
     assert_eq!(streams[0].0.get("job").map(String::as_str), Some("replay"));
-    assert_eq!(streams[0].1, 500, "each line stored once, none deduplicated");
+    assert_eq!(
+        streams[0].1, 500,
+        "each line stored once, none deduplicated"
+    );
 }
 
 #[test]
 fn retime_moves_old_recordings_into_the_accepted_window() {
     let loki = LokiServer::start(LokiConfig::default());
     // A recording from 2020: Loki rejects anything older than 7 days.
-    let input = gen(&["--seed", "2", "--start-time", "2020-01-01T00:00:00Z", "--n-series", "2", "--count", "500"]);
+    let input = gen(&[
+        "--seed",
+        "2",
+        "--start-time",
+        "2020-01-01T00:00:00Z",
+        "--n-series",
+        "2",
+        "--count",
+        "500",
+    ]);
     let o = push(&["--loki", &loki.url(), "-q"], &input);
-    assert_eq!(o.status.code(), Some(1), "old data is rejected: {}", stderr(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "old data is rejected: {}",
+        stderr(&o)
+    );
     assert_eq!(loki.entry_count(), 0);
     let o = push(&["--loki", &loki.url(), "--retime", "-q"], &input);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -237,16 +482,39 @@ fn transient_failures_are_retried_until_acknowledged_once() {
         FaultPlan::sequence(vec![
             Fault::Status(500),
             Fault::Status(503),
-            Fault::TooManyRequests { retry_after: Some("1".into()) },
+            Fault::TooManyRequests {
+                retry_after: Some("1".into()),
+            },
             Fault::TooManyRequests { retry_after: None },
             Fault::ResetBeforeForward,
         ]),
     );
-    let input = gen(&["--seed", "5", "--start-time", &recent_start(), "--n-series", "3", "--count", "1000"]);
+    let input = gen(&[
+        "--seed",
+        "5",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "3",
+        "--count",
+        "1000",
+    ]);
     let dir = tempfile::tempdir().unwrap();
     let (man, rep) = (dir.path().join("m"), dir.path().join("r.json"));
     let o = push(
-        &["--loki", &proxy.url(), "--manifest", man.to_str().unwrap(), "--report", rep.to_str().unwrap(), "--retry-min-delay", "10ms", "-q", "--max-concurrent-writes", "1"],
+        &[
+            "--loki",
+            &proxy.url(),
+            "--manifest",
+            man.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--retry-min-delay",
+            "10ms",
+            "-q",
+            "--max-concurrent-writes",
+            "1",
+        ],
         &input,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -265,22 +533,49 @@ fn non_retryable_rejections_are_recorded_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (man, rep) = (dir.path().join("m"), dir.path().join("r.json"));
     // A line over Loki's 256KB max_line_size: Loki answers 400.
-    let mut input = gen(&["--seed", "6", "--start-time", &recent_start(), "--n-series", "1", "--count", "3"]);
+    let mut input = gen(&[
+        "--seed",
+        "6",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "1",
+        "--count",
+        "3",
+    ]);
     let big = format!(
         "{{\"labels\":{{\"app\":\"big\"}},\"ts\":\"{}\",\"line\":\"{}\"}}\n",
         looker::timefmt::now_ns() - 60_000_000_000,
         "y".repeat(300 * 1024)
     );
     input.extend_from_slice(big.as_bytes());
-    let o = push(&["--loki", &loki.url(), "--manifest", man.to_str().unwrap(), "--report", rep.to_str().unwrap(), "--retry-min-delay", "10ms"], &input);
+    let o = push(
+        &[
+            "--loki",
+            &loki.url(),
+            "--manifest",
+            man.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+            "--retry-min-delay",
+            "10ms",
+        ],
+        &input,
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("Max entry size"), "{}", stderr(&o));
     let t = trailer(&man);
     assert_eq!(t["entries"]["rejected"], 1);
     assert_eq!(t["entries"]["ok"], 3);
     let text = std::fs::read_to_string(&man).unwrap();
-    let rejected = text.lines().find(|l| l.contains("\"status\":\"rejected\"")).unwrap();
-    assert!(rejected.contains("HTTP 400") && rejected.contains("Max entry size"), "{rejected}");
+    let rejected = text
+        .lines()
+        .find(|l| l.contains("\"status\":\"rejected\""))
+        .unwrap();
+    assert!(
+        rejected.contains("HTTP 400") && rejected.contains("Max entry size"),
+        "{rejected}"
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
     assert_eq!(r["retries"], 0, "a 400 is not retried");
 }

@@ -10,8 +10,15 @@ pub fn bin(name: &str) -> Command {
 
 /// Runs looker-gen and returns its stdout; panics on failure.
 pub fn gen(args: &[&str]) -> Vec<u8> {
-    let out = bin("looker-gen").args(args).output().expect("run looker-gen");
-    assert!(out.status.success(), "looker-gen {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = bin("looker-gen")
+        .args(args)
+        .output()
+        .expect("run looker-gen");
+    assert!(
+        out.status.success(),
+        "looker-gen {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -53,12 +60,18 @@ pub fn trailer(manifest: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(manifest).expect("read manifest");
     let last = text.lines().last().expect("manifest has lines");
     let v: serde_json::Value = serde_json::from_str(last).expect("trailer is JSON");
-    assert_eq!(v["kind"], "trailer", "last manifest line is the trailer: {last}");
+    assert_eq!(
+        v["kind"], "trailer",
+        "last manifest line is the trailer: {last}"
+    );
     v
 }
 
 pub fn lines_sorted(bytes: &[u8]) -> Vec<String> {
-    let mut v: Vec<String> = String::from_utf8_lossy(bytes).lines().map(str::to_string).collect();
+    let mut v: Vec<String> = String::from_utf8_lossy(bytes)
+        .lines()
+        .map(str::to_string)
+        .collect();
     v.sort();
     v
 }
