@@ -239,10 +239,12 @@ mod tests {
     use std::sync::atomic::AtomicBool;
     use std::sync::mpsc::sync_channel;
 
+    type Collected = (Vec<(u64, String)>, Vec<(u64, u64)>, Option<String>);
+
     fn collect(
         bytes: Vec<u8>,
         max_line: usize,
-    ) -> (Vec<(u64, String)>, Vec<(u64, u64)>, Option<String>) {
+    ) -> Collected {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("in");
         std::fs::write(&p, bytes).unwrap();

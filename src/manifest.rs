@@ -567,7 +567,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.ndjson");
         std::fs::write(&path, "{\"kind\":\"nonsense\"}\n").unwrap();
-        let err = load(&[path.clone()]).unwrap_err().to_string();
+        let err = load(std::slice::from_ref(&path)).unwrap_err().to_string();
         assert!(err.contains("m.ndjson:1"), "{err}");
         std::fs::write(&path, "").unwrap();
         assert!(matches!(load(&[path]), Err(ManifestError::NoHeader { .. })));
