@@ -241,10 +241,7 @@ mod tests {
 
     type Collected = (Vec<(u64, String)>, Vec<(u64, u64)>, Option<String>);
 
-    fn collect(
-        bytes: Vec<u8>,
-        max_line: usize,
-    ) -> Collected {
+    fn collect(bytes: Vec<u8>, max_line: usize) -> Collected {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("in");
         std::fs::write(&p, bytes).unwrap();

@@ -527,15 +527,6 @@ fn push_2(s: &mut Vec<u8>, v: u32) {
     s.extend_from_slice(&[b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8]);
 }
 
-fn push_frac(s: &mut Vec<u8>, mut v: u32, digits: u32) {
-    let mut buf = [b'0'; 9];
-    for i in (0..digits as usize).rev() {
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    s.extend_from_slice(&buf[..digits as usize]);
-}
-
 /// Decimal forms of 0..=255 (3 digit bytes, then the length).
 const OCTETS: [[u8; 4]; 256] = {
     let mut t = [[0u8; 4]; 256];
@@ -616,15 +607,28 @@ impl SecondCache {
 
 /// RFC 3339 UTC with `digits` fractional digits (0 for none).
 pub fn push_rfc3339(s: &mut Vec<u8>, ts_ns: i64, digits: u32) {
-    push_rfc3339_cached(s, &mut SecondCache::default(), ts_ns, digits);
+    let mut cache = SecondCache::default();
+    match digits {
+        0 => push_rfc3339_cached::<0>(s, &mut cache, ts_ns),
+        3 => push_rfc3339_cached::<3>(s, &mut cache, ts_ns),
+        6 => push_rfc3339_cached::<6>(s, &mut cache, ts_ns),
+        _ => push_rfc3339_cached::<9>(s, &mut cache, ts_ns),
+    }
 }
 
-fn push_rfc3339_cached(s: &mut Vec<u8>, cache: &mut SecondCache, ts_ns: i64, digits: u32) {
+/// `D` fractional digits, a constant so each copy has a fixed length and
+/// compiles to plain stores rather than a memcpy call.
+fn push_rfc3339_cached<const D: usize>(s: &mut Vec<u8>, cache: &mut SecondCache, ts_ns: i64) {
     s.extend_from_slice(cache.get(ts_ns));
-    let ns = ts_ns.rem_euclid(1_000_000_000) as u32;
-    if digits > 0 {
-        s.push(b'.');
-        push_frac(s, ns / 10u32.pow(9 - digits), digits);
+    let mut ns = ts_ns.rem_euclid(1_000_000_000) as u32;
+    if D > 0 {
+        let mut buf = [b'.'; 10];
+        ns /= 10u32.pow((9 - D) as u32);
+        for i in (1..=D).rev() {
+            buf[i] = b'0' + (ns % 10) as u8;
+            ns /= 10;
+        }
+        s.extend_from_slice(&buf[..D + 1]);
     }
     s.push(b'Z');
 }
@@ -652,7 +656,12 @@ fn push_ip(s: &mut Vec<u8>, ip: [u16; 4]) {
             s.push(b'.');
         }
         match OCTETS.get(o as usize) {
-            Some(t) => s.extend_from_slice(&t[..t[3] as usize]),
+            Some(t) => {
+                // Fixed-size copy, then drop the unused tail.
+                let len = s.len() + t[3] as usize;
+                s.extend_from_slice(&t[..3]);
+                s.truncate(len);
+            }
             None => push_u64(s, u64::from(o)),
         }
     }
@@ -717,7 +726,7 @@ fn write_looker(
     series: &mut SeriesInfo,
     f: &Fields,
 ) -> (usize, Pad) {
-    push_rfc3339_cached(s, &mut series.seconds, ts_ns, 9);
+    push_rfc3339_cached::<9>(s, &mut series.seconds, ts_ns);
     s.push(b' ');
     s.put(&series.name);
     s.put(" seq=");
@@ -781,7 +790,7 @@ fn write_json(
     f: &Fields,
 ) -> (usize, Pad) {
     s.put("{\"time\":\"");
-    push_rfc3339_cached(s, seconds, ts_ns, 3);
+    push_rfc3339_cached::<3>(s, seconds, ts_ns);
     s.put("\",\"level\":\"");
     s.put(f.level());
     s.put("\",\"seq\":");
@@ -820,7 +829,7 @@ fn write_logfmt(
     f: &Fields,
 ) -> (usize, Pad) {
     s.put("time=");
-    push_rfc3339_cached(s, seconds, ts_ns, 3);
+    push_rfc3339_cached::<3>(s, seconds, ts_ns);
     s.put(" level=");
     s.put(f.level());
     s.put(" seq=");
@@ -865,7 +874,7 @@ fn write_syslog(
     s.push(b'<');
     push_u64(s, 16 * 8 + severity);
     s.put(">1 ");
-    push_rfc3339_cached(s, &mut series.seconds, ts_ns, 6);
+    push_rfc3339_cached::<6>(s, &mut series.seconds, ts_ns);
     s.push(b' ');
     s.put(&series.host);
     s.push(b' ');
@@ -1113,7 +1122,7 @@ mod tests {
         for i in 0..5000i64 {
             let t = ns + i * 37_777_777_777;
             s.clear();
-            push_rfc3339_cached(&mut s, &mut cache, t, 9);
+            push_rfc3339_cached::<9>(&mut s, &mut cache, t);
             assert_eq!(s, crate::timefmt::format_rfc3339_ns(t).as_bytes());
         }
     }

@@ -335,15 +335,18 @@ impl Config {
 /// never one per line.
 pub const CHUNK: usize = 256 * 1024;
 
-/// Lets a pipe hold a whole chunk, so one write rarely has to wait for the
-/// reader several times (each wait is two context switches). Best effort:
-/// not a pipe, or over /proc/sys/fs/pipe-max-size, leaves it as it was.
+/// The pipe capacity asked for: several chunks, so a write rarely has to
+/// wait for the reader (each wait costs two context switches). 1 MiB is
+/// the default /proc/sys/fs/pipe-max-size for unprivileged processes.
+const PIPE_SIZE: usize = 1024 * 1024;
+
+/// Best effort: not a pipe, or over the limit, leaves it as it was.
 #[cfg(target_os = "linux")]
 fn grow_pipe(fd: std::os::fd::RawFd) {
     // SAFETY: fcntl on a descriptor we own, with an integer argument; it
     // touches no memory of ours.
     unsafe {
-        libc::fcntl(fd, libc::F_SETPIPE_SZ, CHUNK as libc::c_int);
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int);
     }
 }
 

@@ -608,12 +608,12 @@ fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Findi
     if !others.is_empty() {
         // Acknowledged and non-acknowledged fragments overlap and no
         // combination of them matches what was found, so entries cannot be
-        // attributed to fragments. Judged by counts, leaning away from false
-        // alarms about the acknowledged data: fewer entries than were
-        // acknowledged means at least that many acknowledged ones are gone;
-        // otherwise the surplus is taken to be the non-acknowledged
-        // fragments, partly written (as Loki does with a 400), and reported
-        // as information.
+        // attributed to fragments. Fewer entries than were acknowledged
+        // means at least that many acknowledged ones are gone. Otherwise the
+        // surplus may be the non-acknowledged fragments partly written (as
+        // Loki does with a 400), but the acknowledged entries cannot be
+        // confirmed one by one: that is a discrepancy too, because calling
+        // unconfirmed data present could hide a loss.
         if acc.found.count < exp.count {
             let mut f = base(Kind::Missing, true, &ok);
             f.expected = Some(exp.count);
@@ -625,7 +625,7 @@ fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Findi
             );
             out.push(f);
         }
-        let mut f = base(Kind::Partial, false, &others);
+        let mut f = base(Kind::Partial, true, &others);
         let (od, _) = sum_units(others.iter().map(|&i| &g.units[i]));
         f.expected = Some(od.count);
         f.found = Some(acc.found.count.saturating_sub(exp.count));
@@ -988,12 +988,15 @@ mod tests {
         let r = run(&frags, &range(100, 4, 2));
         assert_eq!(kinds(&r)[0], (Kind::Missing, true));
         assert_eq!(r.findings[0].ranges[0].2, 1);
-        // All acknowledged plus part of the other: partial, no loss.
+        // All acknowledged plus part of the other: with overlapping ranges
+        // the checksums cannot tell which acknowledged entries are there,
+        // so the group is unconfirmed, which fails the run rather than risk
+        // calling a loss present.
         let mut got = range(100, 5, 2);
         got.extend([101, 103]);
         got.sort();
         let r = run(&frags, &got);
-        assert_eq!(kinds(&r), vec![(Kind::Partial, false)]);
+        assert_eq!(kinds(&r), vec![(Kind::Partial, true)]);
         assert_eq!(r.findings[0].found, Some(2));
     }
 

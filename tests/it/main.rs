@@ -8,6 +8,7 @@ mod faults;
 mod gen;
 mod infra;
 mod loki_server;
+mod ops;
 mod push;
 mod util;
 mod verify;

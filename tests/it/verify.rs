@@ -318,58 +318,157 @@ fn prometheus_samples_deleted_by_the_admin_api_are_named_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let start = recent_start();
     let t0_ms = looker::timefmt::parse_rfc3339_ns(&start).unwrap() / 1_000_000;
-    let input = gen(&["--metrics", "--seed", "12", "--start-time", &start, "--n-series", "4", "--count", "200", "--time-increment", "1s", "--invocation-id", "promdel"]);
+    let input = gen(&[
+        "--metrics",
+        "--seed",
+        "12",
+        "--start-time",
+        &start,
+        "--n-series",
+        "4",
+        "--count",
+        "200",
+        "--time-increment",
+        "1s",
+        "--invocation-id",
+        "promdel",
+    ]);
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(&["--remote-write", &format!("{}/api/v1/write", prom.url()), "--manifest", s(&man), "--fragment-size", "50", "-q"], &input);
+    let o = push(
+        &[
+            "--remote-write",
+            &format!("{}/api/v1/write", prom.url()),
+            "--manifest",
+            s(&man),
+            "--fragment-size",
+            "50",
+            "-q",
+        ],
+        &input,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let args = ["--manifest", s(&man), "--prometheus", &prom.url(), "--report", s(&rep)];
+    let args = [
+        "--manifest",
+        s(&man),
+        "--prometheus",
+        &prom.url(),
+        "--report",
+        s(&rep),
+    ];
     assert_eq!(code(&verify(&args)), 0);
 
     // Delete samples 60..=89 (30 s) of series s0002, across a fragment boundary.
     let (a, b) = (t0_ms + 60_000, t0_ms + 89_000);
     let sel = crate::push::urlencode("{invocation=\"promdel\",series=\"s0002\"}");
-    let q = format!("/api/v1/admin/tsdb/delete_series?match[]={sel}&start={}.{:03}&end={}.{:03}", a / 1000, a % 1000, b / 1000, b % 1000);
+    let q = format!(
+        "/api/v1/admin/tsdb/delete_series?match[]={sel}&start={}.{:03}&end={}.{:03}",
+        a / 1000,
+        a % 1000,
+        b / 1000,
+        b % 1000
+    );
     let (c, body) = http_post(&prom.url(), &q);
     assert_eq!(c, 204, "{body}");
     let o = verify(&args);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let r = report(&rep);
     let f = missing_findings(&r);
-    assert!(f.iter().all(|f| f["kind"] == "missing" && f["series"]["series"] == "s0002"), "only s0002 is damaged: {r:#}");
+    assert!(
+        f.iter()
+            .all(|f| f["kind"] == "missing" && f["series"]["series"] == "s0002"),
+        "only s0002 is damaged: {r:#}"
+    );
     let mut ranges: Vec<(i64, i64, u64)> = f
         .iter()
         .flat_map(|f| f["ranges"].as_array().unwrap().iter())
-        .map(|r| (r[0].as_str().unwrap().parse().unwrap(), r[1].as_str().unwrap().parse().unwrap(), r[2].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().parse().unwrap(),
+                r[1].as_str().unwrap().parse().unwrap(),
+                r[2].as_u64().unwrap(),
+            )
+        })
         .collect();
     ranges.sort();
     // Fragments hold 50 samples, so the hole lies inside the second one,
     // and the report names exactly the deleted timestamps.
     assert_eq!(ranges, vec![(a, b, 30)], "{r:#}");
     assert_eq!(f.len(), 1);
-    assert_eq!((f[0]["expected"].as_u64(), f[0]["found"].as_u64()), (Some(50), Some(20)));
+    assert_eq!(
+        (f[0]["expected"].as_u64(), f[0]["found"].as_u64()),
+        (Some(50), Some(20))
+    );
 }
 
 #[test]
 fn victoriametrics_deleted_series_is_named_exactly() {
     let vm = VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = gen(&["--metrics", "--seed", "13", "--start-time", &recent_start(), "--n-series", "3", "--count", "120", "--time-increment", "1s", "--invocation-id", "vmdel"]);
+    let input = gen(&[
+        "--metrics",
+        "--seed",
+        "13",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "3",
+        "--count",
+        "120",
+        "--time-increment",
+        "1s",
+        "--invocation-id",
+        "vmdel",
+    ]);
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(&["--remote-write", &format!("{}/api/v1/write", vm.url()), "--manifest", s(&man), "--fragment-size", "50", "-q"], &input);
+    let o = push(
+        &[
+            "--remote-write",
+            &format!("{}/api/v1/write", vm.url()),
+            "--manifest",
+            s(&man),
+            "--fragment-size",
+            "50",
+            "-q",
+        ],
+        &input,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let args = ["--manifest", s(&man), "--victoriametrics", &vm.url(), "--report", s(&rep), "--wait", "5s"];
+    let args = [
+        "--manifest",
+        s(&man),
+        "--victoriametrics",
+        &vm.url(),
+        "--report",
+        s(&rep),
+        "--wait",
+        "5s",
+    ];
     assert_eq!(code(&verify(&args)), 0);
     let sel = crate::push::urlencode("{invocation=\"vmdel\",series=\"s0001\"}");
-    let (c, body) = http_post(&vm.url(), &format!("/api/v1/admin/tsdb/delete_series?match[]={sel}"));
+    let (c, body) = http_post(
+        &vm.url(),
+        &format!("/api/v1/admin/tsdb/delete_series?match[]={sel}"),
+    );
     assert_eq!(c, 204, "{body}");
-    let args = ["--manifest", s(&man), "--victoriametrics", &vm.url(), "--report", s(&rep)];
+    let args = [
+        "--manifest",
+        s(&man),
+        "--victoriametrics",
+        &vm.url(),
+        "--report",
+        s(&rep),
+    ];
     let o = verify(&args);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let r = report(&rep);
     let f = missing_findings(&r);
     // 120 samples in fragments of 50, 50 and 20, all gone.
     assert_eq!(f.len(), 3, "{r:#}");
-    assert!(f.iter().all(|f| f["kind"] == "missing" && f["series"]["series"] == "s0001" && f["found"] == 0), "{r:#}");
+    assert!(
+        f.iter()
+            .all(|f| f["kind"] == "missing" && f["series"]["series"] == "s0001" && f["found"] == 0),
+        "{r:#}"
+    );
     let lost: u64 = f.iter().map(|f| f["expected"].as_u64().unwrap()).sum();
     assert_eq!(lost, 120);
 }
