@@ -755,6 +755,16 @@ impl BatchState<'_> {
     ) -> Result<(), RecordError> {
         if self.batcher.is_none() {
             self.mode = Some(mode);
+            // --null has no store to say which encoding: samples are
+            // encoded as remote write, as a metrics store would get them.
+            if mode == Mode::Metrics
+                && matches!(
+                    self.cfg.encoding,
+                    Encoding::LokiProtobuf | Encoding::LokiJson { .. }
+                )
+            {
+                self.encoder = Encoder::new(Encoding::RemoteWrite);
+            }
             self.batcher = Some(Batcher::new(
                 mode,
                 self.cfg.limits.clone(),
