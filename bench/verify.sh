@@ -23,9 +23,11 @@ start=$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)
   --n-series $series --count $((n / series)) >"$tmp/in.ndjson"
 echo "input: $(num $n) entries, $series series, $(($(stat -c %s "$tmp/in.ndjson") / 1000000)) MB"
 
-row() { # label wall cpu rss [extra]
-  printf '%-38s %7.2fs wall %7.2fs cpu %12s entries/s %8.1f MB RSS  %s\n' \
-    "$1" "$2" "$3" "$(num "$(calc "$n / $2")")" "$4" "${5:-}"
+row() { # label wall cpu rss [bytes]
+  local mbps="       -"
+  [ -n "${5:-}" ] && mbps=$(printf '%8.0f' "$(calc "$5 / $2 / 1000000")")
+  printf '%-38s %7.2fs wall %7.2fs cpu %12s entries/s %s MB/s %8.1f MB RSS\n' \
+    "$1" "$2" "$3" "$(num "$(calc "$n / $2")")" "$mbps" "$4"
 }
 
 # --- push ---------------------------------------------------------------
@@ -57,38 +59,41 @@ cp "$tmp/loki.manifest.3" "$tmp/loki.manifest"
 
 echo
 echo "== looker-push into loki-test-server (best of 3 by push CPU, fresh server each)"
-printf '%-38s %7.2fs wall %7.2fs cpu %12s entries/s %8.1f MB RSS\n' "push --loki (report entries/s)" \
+printf '%-38s %7.2fs wall %7.2fs cpu %12s entries/s %8.1f MB RSS\n' "push --loki (entries/s from report)" \
   "$p_wall" "$p_cpu" "$(num "$p_eps")" "$p_rss"
 printf '%-38s %7.2fs cpu over the push\n' "loki-test-server" "$p_store"
-printf '%-38s %7.2f cpu-s per million entries\n' "push CPU" "$(calc "$p_cpu / $n * 1000000")"
-printf '%-38s %7.2f cpu-s per million entries\n' "test-server CPU" "$(calc "$p_store / $n * 1000000")"
+printf '%-38s %7.2f cpu-s per million entries\n' "push CPU" "$(calc "$p_cpu * 1000000 / $n")"
+printf '%-38s %7.2f cpu-s per million entries\n' "test-server CPU" "$(calc "$p_store * 1000000 / $n")"
 printf '%-38s %7.1f%%   (p99 request latency %s ms)\n' "ratio push CPU / store CPU" \
   "$(calc "100 * $p_cpu / $p_store")" "$p_p99"
 
 # --- verify -------------------------------------------------------------
-best() { # label, command... ; best (lowest wall) of 3; checks verdict ok
-  local label=$1; shift
+best() { # label bytes command... ; best (lowest wall) of 3; checks verdict ok
+  local label=$1 bytes=$2; shift 2
   local bw="" bc="" br="" i
   for i in 1 2 3; do
     timed "$tmp/v" "$@" || die "$label failed (exit $?): $(tail -n 5 "$tmp/v.err")"
     if [ -z "$bw" ] || (($(echo "$WALL < $bw" | bc -l))); then bw=$WALL bc=$CPU br=$RSS_MB; fi
   done
   BW=$bw
-  row "$label" "$bw" "$bc" "$br"
+  row "$label" "$bw" "$bc" "$br" "$bytes"
 }
 
 echo
 echo "== looker-verify (best of 3 by wall; verdict must be ok)"
-best "cat sink file (baseline read)" cat "$tmp/sink.ndjson"
+sink_bytes=$(stat -c %s "$tmp/sink.ndjson")
+best "cat sink file (baseline read)" "$sink_bytes" cat "$tmp/sink.ndjson"
 cat_w=$BW
-best "verify --file" "$R/looker-verify" --quiet --manifest "$tmp/file.manifest" --file "$tmp/sink.ndjson"
+best "wc -l sink file (baseline scan)" "$sink_bytes" wc -l "$tmp/sink.ndjson"
+wc_w=$BW
+best "verify --file" "$sink_bytes" "$R/looker-verify" --quiet --manifest "$tmp/file.manifest" --file "$tmp/sink.ndjson"
 vf_w=$BW
 s0=$(cpu_s "$LOKI_PID")
-best "verify --loki (test server)" "$R/looker-verify" --quiet --manifest "$tmp/loki.manifest" --loki "$LOKI_URL"
+best "verify --loki (test server)" "" "$R/looker-verify" --quiet --manifest "$tmp/loki.manifest" --loki "$LOKI_URL"
 s1=$(cpu_s "$LOKI_PID")
 vl_w=$BW
 printf '%-38s %7.2fs cpu over the 3 verify runs\n' "loki-test-server" "$(calc "$s1 - $s0" 2)"
 echo
-printf 'summary: %s entries; verify --file %s entries/s (%.2fx cat), verify --loki %s entries/s; push --loki %s entries/s, %.2f push cpu-s/M entries, push/store CPU %.1f%%\n' \
-  "$(num $n)" "$(num "$(calc "$n / $vf_w")")" "$(calc "$cat_w / $vf_w")" "$(num "$(calc "$n / $vl_w")")" \
-  "$(num "$p_eps")" "$(calc "$p_cpu / $n * 1000000")" "$(calc "100 * $p_cpu / $p_store")"
+printf 'summary: %s entries; verify --file %s entries/s (%.2fx cat, %.2fx wc -l), verify --loki %s entries/s; push --loki %s entries/s, %.2f push cpu-s/M entries, push/store CPU %.1f%%\n' \
+  "$(num $n)" "$(num "$(calc "$n / $vf_w")")" "$(calc "$cat_w / $vf_w")" "$(calc "$wc_w / $vf_w")" "$(num "$(calc "$n / $vl_w")")" \
+  "$(num "$p_eps")" "$(calc "$p_cpu * 1000000 / $n")" "$(calc "100 * $p_cpu / $p_store")"

@@ -304,7 +304,7 @@ fn main() -> ExitCode {
     match run() {
         Ok(e) => e.into(),
         Err(e) => {
-            eprintln!("looker-push: {e:#}");
+            eprintln!("looker-push: {}", looker::exit::describe(e.as_ref()));
             Exit::Error.into()
         }
     }

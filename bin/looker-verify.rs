@@ -89,7 +89,7 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("looker-verify: {e:#}");
+            eprintln!("looker-verify: {}", looker::exit::describe(e.as_ref()));
             Exit::Error.into()
         }
     }

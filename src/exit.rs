@@ -24,9 +24,47 @@ impl From<Exit> for ExitCode {
     }
 }
 
+/// An error and its causes on one line, `a: b: c`, leaving out a cause
+/// whose text the message already ends with (typed errors often include
+/// their source in their own message).
+pub fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("reading {path}: {source}")]
+    struct Outer {
+        path: &'static str,
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn describe_does_not_repeat_causes() {
+        let e = Outer {
+            path: "/x",
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
+        assert_eq!(describe(&e), "reading /x: no such file");
+        let wrapped = anyhow::Error::new(e).context("--manifest");
+        assert_eq!(
+            describe(wrapped.as_ref()),
+            "--manifest: reading /x: no such file"
+        );
+    }
 
     #[test]
     fn codes_are_the_documented_ones() {

@@ -141,7 +141,7 @@ fn read_one(
             Err(source) => {
                 // Send the lines completed before the error, then the error;
                 // a partial last line is not a record.
-                let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let complete = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
                 buf.truncate(complete);
                 let lines = bytecount_newlines(&buf);
                 let _ = send_block(tx, name, line_no, &mut buf, &mut oversize, true);
@@ -171,7 +171,7 @@ fn read_one(
         }
         buf.extend_from_slice(data);
         // Cut at the last newline; keep the partial line for the next read.
-        let partial_start = match buf.iter().rposition(|&b| b == b'\n') {
+        let partial_start = match memchr::memrchr(b'\n', &buf) {
             Some(i) => i + 1,
             None => 0,
         };
@@ -226,11 +226,11 @@ fn send_block(
 }
 
 fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
+    memchr::memchr(needle, hay)
 }
 
 fn bytecount_newlines(b: &[u8]) -> u64 {
-    b.iter().filter(|&&c| c == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', b).count() as u64
 }
 
 #[cfg(test)]

@@ -239,10 +239,11 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
         })?),
         None => None,
     };
-    let mut progress = Progress::new(csv, cfg.quiet).map_err(|source| PushError::Io {
-        what: "--report-csv".into(),
-        source,
-    })?;
+    let mut progress =
+        Progress::new(csv, cfg.quiet, cfg.progress_interval).map_err(|source| PushError::Io {
+            what: "--report-csv".into(),
+            source,
+        })?;
     let ticker_stop = CancellationToken::new();
     let ticker = {
         let stats = stats.clone();
@@ -257,7 +258,7 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
                     _ = iv.tick() => { let _ = progress.tick(&stats); }
                 }
             }
-            let _ = progress.tick(&stats);
+            let _ = progress.finish(&stats);
         })
     };
 
@@ -590,6 +591,7 @@ fn batch_thread(
         stats,
         stop,
         raw_series: None,
+        last_ts_ns: i64::MIN,
         done: false,
     };
     if let Some(t) = stats.metrics.as_ref() {
@@ -642,6 +644,8 @@ struct BatchState<'a> {
     stats: &'a Stats,
     stop: &'a AtomicBool,
     raw_series: Option<u32>,
+    /// Timestamp (ns) of the last entry read, for the lag gauge.
+    last_ts_ns: i64,
     done: bool,
 }
 
@@ -660,10 +664,7 @@ impl BatchState<'_> {
         let data = &block.data;
         let mut start = 0;
         while start < data.len() {
-            let end = data[start..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(data.len(), |i| start + i);
+            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
             let mut line = &data[start..end];
             start = end + 1;
             if line.last() == Some(&b'\r') {
@@ -808,12 +809,8 @@ impl BatchState<'_> {
         if !self.out.is_empty() {
             self.send_out();
         }
+        self.last_ts_ns = ts.saturating_mul(unit);
         if self.stats.entries_read.load(Relaxed) % 4096 == 0 {
-            let lag_ms = (timefmt::now_ns() - ts.saturating_mul(unit)) / 1_000_000;
-            self.stats.lag_ms.store(lag_ms, Relaxed);
-            if let Some(m) = &self.stats.metrics {
-                m.lag_seconds.set(lag_ms as f64 / 1000.0);
-            }
             self.sweep();
         }
         Ok(())
@@ -876,7 +873,17 @@ impl BatchState<'_> {
         }
     }
 
+    /// Closes lingering batches and refreshes the lag gauge; runs at least
+    /// every 4096 entries and on every idle tick, so both stay current at
+    /// any rate.
     fn sweep(&mut self) {
+        if self.last_ts_ns != i64::MIN {
+            let lag_ms = (timefmt::now_ns() - self.last_ts_ns) / 1_000_000;
+            self.stats.lag_ms.store(lag_ms, Relaxed);
+            if let Some(m) = &self.stats.metrics {
+                m.lag_seconds.set(lag_ms as f64 / 1000.0);
+            }
+        }
         if let Some(b) = self.batcher.as_mut() {
             b.sweep(Instant::now(), &mut self.out);
         }

@@ -217,10 +217,15 @@ pub struct Progress {
     last_requests: u64,
     csv: Option<std::io::BufWriter<std::fs::File>>,
     quiet: bool,
+    interval: Duration,
 }
 
 impl Progress {
-    pub fn new(csv: Option<std::fs::File>, quiet: bool) -> std::io::Result<Progress> {
+    pub fn new(
+        csv: Option<std::fs::File>,
+        quiet: bool,
+        interval: Duration,
+    ) -> std::io::Result<Progress> {
         let mut csv = csv.map(std::io::BufWriter::new);
         if let Some(w) = &mut csv {
             writeln!(w, "elapsed_s,entries_per_s,mb_per_s,requests_per_s,p50_ms,p90_ms,p99_ms,max_ms,errors_total,retries_total,target_rate")?;
@@ -232,7 +237,18 @@ impl Progress {
             last_requests: 0,
             csv,
             quiet,
+            interval,
         })
+    }
+
+    /// The last interval at shutdown: emitted only if it is long enough
+    /// for its rates to mean something (a few milliseconds of final
+    /// acknowledgements would show as an absurd spike).
+    pub fn finish(&mut self, s: &Stats) -> std::io::Result<()> {
+        if self.last.elapsed() >= self.interval / 2 {
+            self.tick(s)?;
+        }
+        Ok(())
     }
 
     /// Emits one interval: a stderr line (unless quiet) and a CSV row.
@@ -312,10 +328,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.csv");
         let s = Stats::default();
-        let mut pr = Progress::new(Some(std::fs::File::create(&p).unwrap()), true).unwrap();
+        let mut pr = Progress::new(
+            Some(std::fs::File::create(&p).unwrap()),
+            true,
+            Duration::from_secs(1),
+        )
+        .unwrap();
         s.record_response(Some(204), Duration::from_millis(3), 10, 100);
         pr.tick(&s).unwrap();
         pr.tick(&s).unwrap();
+        pr.finish(&s).unwrap(); // too short after the last tick: no row
         let text = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3);

@@ -80,12 +80,22 @@ pub struct Generator<C: Clock> {
 
 /// Appends the same bytes as [`write_log_record`], but copies lines that
 /// need no escaping (the common case) without the per-byte escape loop.
-/// `prefix` is `{"labels":<labels JSON>,"ts":"`.
-pub fn put_log_record(out: &mut Vec<u8>, prefix: &[u8], ts_ns: i64, line: &[u8]) {
+/// `prefix` is `{"labels":<labels JSON>,"ts":"`; `escape_free` says the
+/// caller knows the line needs no escaping, which skips even the scan.
+pub fn put_log_record(
+    out: &mut Vec<u8>,
+    prefix: &[u8],
+    ts_ns: i64,
+    line: &[u8],
+    escape_free: bool,
+) {
     // A branch-free fold so the scan vectorises.
-    let plain = line
-        .iter()
-        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    let scan = |l: &[u8]| {
+        l.iter()
+            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+    };
+    debug_assert!(!escape_free || scan(line));
+    let plain = escape_free || scan(line);
     let labels_json = &prefix[10..prefix.len() - 7];
     if !plain {
         // Lines are built from &str and char only; lossy never replaces.
@@ -301,9 +311,10 @@ impl<C: Clock> Generator<C> {
             let ts = u.time.next();
             match &mut u.kind {
                 Kind::Log(info) => {
-                    self.linegen
+                    let w = self
+                        .linegen
                         .write(&mut self.line, &mut u.rng, ts, u.emitted, info);
-                    put_log_record(out, &u.log_prefix, ts, &self.line);
+                    put_log_record(out, &u.log_prefix, ts, &self.line, w.escape_free);
                 }
                 Kind::Metric(m) => {
                     if u.emitted > 0 {
@@ -583,7 +594,7 @@ mod tests {
             "é ü \u{fffd}",
         ] {
             let (mut a, mut b) = (Vec::new(), Vec::new());
-            put_log_record(&mut a, prefix, 42, line.as_bytes());
+            put_log_record(&mut a, prefix, 42, line.as_bytes(), false);
             write_log_record(&mut b, labels, 42, line);
             assert_eq!(a, b, "{line:?}");
         }
@@ -595,7 +606,7 @@ mod tests {
             i64::MAX,
         ] {
             let (mut a, mut b) = (Vec::new(), Vec::new());
-            put_log_record(&mut a, prefix, ts, b"x");
+            put_log_record(&mut a, prefix, ts, b"x", true);
             write_log_record(&mut b, labels, ts, "x");
             assert_eq!(a, b, "{ts}");
         }

@@ -65,6 +65,15 @@ impl SeriesInfo {
     }
 }
 
+/// What [`LineGen::write`] produced besides the line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The corruption the line carries, if any.
+    pub bad: Option<Bad>,
+    /// The line holds nothing a JSON string must escape.
+    pub escape_free: bool,
+}
+
 /// The kinds of corruption `--bad-data` injects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bad {
@@ -398,8 +407,7 @@ impl LineGen {
         &self.spec
     }
 
-    /// Replaces `line` with the entry for (`ts_ns`, `seq`) and says which
-    /// corruption, if any, it carries.
+    /// Replaces `line` with the entry for (`ts_ns`, `seq`).
     pub fn write(
         &mut self,
         line: &mut Vec<u8>,
@@ -407,7 +415,7 @@ impl LineGen {
         ts_ns: i64,
         seq: u64,
         series: &mut SeriesInfo,
-    ) -> Option<Bad> {
+    ) -> Written {
         line.clear();
         let f = self.fields(rng);
         let (pad_at, pad_kind) = match self.spec.format {
@@ -431,7 +439,8 @@ impl LineGen {
             line.extend_from_slice(&self.pad);
             line[pad_at..].rotate_right(self.pad.len());
         }
-        if rng.chance(self.spec.multiline) {
+        let multiline = rng.chance(self.spec.multiline);
+        if multiline {
             self.pad.clear();
             stack_trace(&mut self.pad, rng);
             if self.spec.format == Format::Json {
@@ -446,7 +455,15 @@ impl LineGen {
                 line.extend_from_slice(&self.pad);
             }
         }
-        f.bad
+        Written {
+            bad: f.bad,
+            // Looker lines are built from timestamps, digits, fixed words and
+            // padding without quotes or backslashes; only junk and stack
+            // traces (tabs, newlines) bring in what JSON must escape.
+            escape_free: self.spec.format == Format::Looker
+                && f.bad != Some(Bad::Junk)
+                && !multiline,
+        }
     }
 
     fn fields(&self, rng: &mut Rng) -> Fields {
@@ -979,17 +996,20 @@ mod tests {
         let mut line = Vec::new();
         (0..n)
             .map(|seq| {
-                let bad = g.write(
+                let w = g.write(
                     &mut line,
                     &mut rng,
                     1_700_000_000_123_456_789 + seq as i64 * 1000,
                     seq,
                     &mut series,
                 );
-                (
-                    String::from_utf8(line.clone()).expect("lines are UTF-8"),
-                    bad,
-                )
+                let text = String::from_utf8(line.clone()).expect("lines are UTF-8");
+                if w.escape_free {
+                    let mut escaped = Vec::new();
+                    crate::record::write_json_str(&mut escaped, &text);
+                    assert_eq!(escaped.len(), text.len() + 2, "needs escaping: {text}");
+                }
+                (text, w.bad)
             })
             .collect()
     }

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# looker-push into a real Prometheus remote-write receiver as fast as it
+# goes: push entries/s, push CPU per million samples, and Prometheus's own
+# CPU over the same interval (from /proc), whose ratio is the cost of the
+# load generator relative to the store (target: push CPU <= 10% of it).
+# Then looker-verify against Prometheus's query API (best of 3).
+# The same into VictoriaMetrics unless VM=0.
+#
+#   bench/prometheus.sh [SAMPLES]    (default 2,000,000 = 2000 series x 1000)
+#
+# Samples are 1 s apart (less when there are more than 1800 per series)
+# starting 30 min ago, so they all fall inside Prometheus's accepted window.
+# Each store is fresh and pushed into once (a second push would be
+# duplicates), so push figures are a single run.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+n=${1:-2000000}
+series=${SERIES:-2000}
+per=$((n / series))
+n=$((per * series))
+inc_ms=$((1800000 / per))
+((inc_ms > 1000)) && inc_ms=1000
+((inc_ms >= 1)) || die "too many samples per series for a 30 min window"
+cargo build --release --quiet --bin looker-gen --bin looker-push --bin looker-verify
+
+start=$(date -u -d '-30 min' +%Y-%m-%dT%H:%M:%SZ)
+"$R/looker-gen" --metrics --seed 1 --start-time "$start" --time-increment "${inc_ms}ms" \
+  --n-series "$series" --count "$per" >"$tmp/in.ndjson"
+echo "input: $(num $n) samples, $series series x $per, ${inc_ms} ms apart from $start, $(($(stat -c %s "$tmp/in.ndjson") / 1000000)) MB"
+
+declare -A sum
+# bench_store NAME PID WRITE_URL VERIFY_FLAG VERIFY_URL [verify flags...]
+bench_store() {
+  local name=$1 pid=$2 write=$3 vflag=$4 vurl=$5
+  shift 5
+  local s0 s1 store i bw="" bc="" br=""
+  sleep 2 # let the store settle after start-up
+  s0=$(cpu_s "$pid")
+  timed "$tmp/push.$name" "$R/looker-push" "$tmp/in.ndjson" -q --remote-write "$write" \
+    --manifest "$tmp/$name.manifest" --report "$tmp/$name.report.json" ||
+    die "push into $name failed: $(tail -n 5 "$tmp/push.$name.err")"
+  s1=$(cpu_s "$pid")
+  store=$(calc "$s1 - $s0" 2)
+  local r=$tmp/$name.report.json
+  [ "$(json "$r" entries_acked)" = "$n" ] ||
+    die "$name acked $(json "$r" entries_acked) of $n (rejected $(json "$r" entries_rejected), failed $(json "$r" entries_failed)): $(jq -c .rejected_reasons "$r")"
+  local eps push_cpu=$CPU push_wall=$WALL push_rss=$RSS_MB
+  eps=$(json "$r" entries_per_s)
+  if [ "$name" = victoriametrics ]; then
+    curl -fs "$VM_URL/internal/force_flush" >/dev/null || true
+  fi
+  for i in 1 2 3; do
+    timed "$tmp/verify.$name" "$R/looker-verify" --quiet --manifest "$tmp/$name.manifest" "$vflag" "$vurl" "$@" ||
+      die "verify against $name: exit $?: $(tail -n 5 "$tmp/verify.$name.err")"
+    if [ -z "$bw" ] || (($(echo "$WALL < $bw" | bc -l))); then bw=$WALL bc=$CPU br=$RSS_MB; fi
+  done
+  echo
+  echo "== $name"
+  printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   p99 %s ms, %s requests\n' "looker-push --remote-write" \
+    "$push_wall" "$push_cpu" "$(num "$eps")" "$push_rss" "$(json "$r" latency_ms.p99)" "$(json "$r" requests)"
+  printf '%-34s %7.2fs cpu over the push\n' "$name" "$store"
+  printf '%-34s %7.3f cpu-s per million samples\n' "push CPU" "$(calc "$push_cpu * 1000000 / $n")"
+  printf '%-34s %7.3f cpu-s per million samples\n' "$name CPU" "$(calc "$store * 1000000 / $n")"
+  printf '%-34s %7.1f%%  (target <= 10%%)\n' "push CPU / $name CPU" "$(calc "100 * $push_cpu / $store")"
+  printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   (best of 3, verdict ok)\n' "looker-verify" \
+    "$bw" "$bc" "$(num "$(calc "$n / $bw")")" "$br"
+  sum[$name]="$name: push $(num "$eps") samples/s, push/store CPU $(printf %.1f "$(calc "100 * $push_cpu / $store")")%, verify $(num "$(calc "$n / $bw")") samples/s"
+}
+
+start_prometheus
+bench_store prometheus "$PROM_PID" "$PROM_URL/api/v1/write" --prometheus "$PROM_URL"
+stop_pid "$PROM_PID"
+line="${sum[prometheus]}"
+if [ "${VM:-1}" != 0 ]; then
+  start_vm
+  bench_store victoriametrics "$VM_PID" "$VM_URL/api/v1/write" --victoriametrics "$VM_URL" --wait 30s
+  stop_pid "$VM_PID"
+  line="$line; ${sum[victoriametrics]}"
+fi
+echo
+echo "summary: $(num $n) samples; $line"
