@@ -29,6 +29,20 @@ start=$(date -u -d '-30 min' +%Y-%m-%dT%H:%M:%SZ)
   --n-series "$series" --count "$per" >"$tmp/in.ndjson"
 echo "input: $(num $n) samples, $series series x $per, ${inc_ms} ms apart from $start, $(($(stat -c %s "$tmp/in.ndjson") / 1000000)) MB"
 
+# Baseline in the same run: the pipeline alone (parse, batch, encode as
+# remote write, no network), best of 3 by CPU.
+null_cpu=""
+for _ in 1 2 3; do
+  timed "$tmp/null" "$R/looker-push" "$tmp/in.ndjson" -q --null || die "push --null failed"
+  if [ -z "$null_cpu" ] || (($(echo "$CPU < $null_cpu" | bc -l))); then
+    null_cpu=$CPU null_wall=$WALL null_rss=$RSS_MB
+  fi
+done
+echo
+printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   %.3f cpu-s per million samples\n' \
+  "looker-push --null (baseline)" "$null_wall" "$null_cpu" "$(num "$(calc "$n / $null_wall")")" "$null_rss" \
+  "$(calc "$null_cpu * 1000000 / $n")"
+
 declare -A sum
 # bench_store NAME PID WRITE_URL VERIFY_FLAG VERIFY_URL [verify flags...]
 bench_store() {

@@ -198,7 +198,7 @@ impl Sender {
                         } else {
                             "transport error"
                         },
-                        error_chain(&e)
+                        crate::exit::describe(&e)
                     ),
                     ambiguous,
                     retry_after: None,
@@ -343,17 +343,6 @@ fn summarize(text: &str) -> String {
         s.push('…');
     }
     s.replace('\n', " | ")
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -189,7 +189,10 @@ pub(crate) async fn send(
                         continue;
                     }
                     Err(e) => {
-                        return Err(anyhow!("{what}: reading the response: {}", error_chain(&e)))
+                        return Err(anyhow!(
+                            "{what}: reading the response: {}",
+                            crate::exit::describe(&e)
+                        ))
                     }
                 };
                 if status.is_success() {
@@ -207,23 +210,9 @@ pub(crate) async fn send(
                 tokio::time::sleep(delay).await;
                 delay *= 2;
             }
-            Err(e) => return Err(anyhow!("{what}: {}", error_chain(&e))),
+            Err(e) => return Err(anyhow!("{what}: {}", crate::exit::describe(&e))),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 /// The start of a response body, as text, for error messages.
