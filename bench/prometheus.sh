@@ -48,14 +48,20 @@ declare -A sum
 bench_store() {
   local name=$1 pid=$2 write=$3 vflag=$4 vurl=$5
   shift 5
-  local s0 s1 store i bw="" bc="" br=""
-  sleep 2 # let the store settle after start-up
+  local s0 s1 s2 sidle store store5 i bw="" bc="" br=""
+  sleep 1 # let the store settle after start-up
+  sidle=$(cpu_s "$pid")
+  sleep 3 # idle CPU over 3 s, to subtract from the after-push window
   s0=$(cpu_s "$pid")
   timed "$tmp/push.$name" "$R/looker-push" "$tmp/in.ndjson" -q --remote-write "$write" \
     --manifest "$tmp/$name.manifest" --report "$tmp/$name.report.json" ||
     die "push into $name failed: $(tail -n 5 "$tmp/push.$name.err")"
   s1=$(cpu_s "$pid")
   store=$(calc "$s1 - $s0" 2)
+  # Work a store defers (WAL, flushes) shows up after the push returns.
+  sleep 3
+  s2=$(cpu_s "$pid")
+  store5=$(calc "$s2 - $s0 - ($s0 - $sidle)" 2)
   local r=$tmp/$name.report.json
   [ "$(json "$r" entries_acked)" = "$n" ] ||
     die "$name acked $(json "$r" entries_acked) of $n (rejected $(json "$r" entries_rejected), failed $(json "$r" entries_failed)): $(jq -c .rejected_reasons "$r")"
@@ -73,10 +79,11 @@ bench_store() {
   echo "== $name"
   printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   p99 %s ms, %s requests\n' "looker-push --remote-write" \
     "$push_wall" "$push_cpu" "$(num "$eps")" "$push_rss" "$(json "$r" latency_ms.p99)" "$(json "$r" requests)"
-  printf '%-34s %7.2fs cpu over the push\n' "$name" "$store"
+  printf '%-34s %7.2fs cpu over the push, %.2fs incl. the 3 s after it (idle CPU subtracted)\n' "$name" "$store" "$store5"
   printf '%-34s %7.3f cpu-s per million samples\n' "push CPU" "$(calc "$push_cpu * 1000000 / $n")"
   printf '%-34s %7.3f cpu-s per million samples\n' "$name CPU" "$(calc "$store * 1000000 / $n")"
-  printf '%-34s %7.1f%%  (target <= 10%%)\n' "push CPU / $name CPU" "$(calc "100 * $push_cpu / $store")"
+  printf '%-34s %7.1f%%  (target <= 10%%; %.1f%% counting the 3 s after)\n' "push CPU / $name CPU" \
+    "$(calc "100 * $push_cpu / $store")" "$(calc "100 * $push_cpu / $store5")"
   printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   (best of 3, verdict ok)\n' "looker-verify" \
     "$bw" "$bc" "$(num "$(calc "$n / $bw")")" "$br"
   sum[$name]="$name: push $(num "$eps") samples/s, push/store CPU $(printf %.1f "$(calc "100 * $push_cpu / $store")")%, verify $(num "$(calc "$n / $bw")") samples/s"
