@@ -362,7 +362,11 @@ fn parse_ts_field(s: &str) -> Result<i64, String> {
 pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
     let mut out = Loaded::default();
     // (run, id) -> (series, fragment)
-    let mut frags: HashMap<(Arc<str>, u64), (LabelSet, Fragment)> = HashMap::new();
+    // Series are interned: a manifest repeats each label set once per
+    // fragment line, and keeping a copy per fragment dominated memory.
+    let mut frags: HashMap<(Arc<str>, u64), (u32, Fragment)> = HashMap::new();
+    let mut series_ids: HashMap<LabelSet, u32> = HashMap::new();
+    let mut series_list: Vec<LabelSet> = Vec::new();
     let mut runs: HashMap<String, bool> = HashMap::new();
     let mut run_ids: HashMap<String, Arc<str>> = HashMap::new();
     for path in paths {
@@ -447,7 +451,12 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         maybe_duplicated: f.maybe_duplicated,
                         reason: f.reason,
                     };
-                    frags.insert((run, f.id), (f.labels, frag));
+                    let next = series_list.len() as u32;
+                    let sid = *series_ids.entry(f.labels).or_insert_with_key(|l| {
+                        series_list.push(l.clone());
+                        next
+                    });
+                    frags.insert((run, f.id), (sid, frag));
                 }
                 other => return Err(perr(format!("unknown line kind {other:?}"))),
             }
@@ -456,13 +465,20 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
             return Err(ManifestError::NoHeader { path: path.clone() });
         }
     }
-    for (_, (labels, mut frag)) in frags {
+    drop(series_ids);
+    let mut grouped: Vec<Vec<Fragment>> = vec![Vec::new(); series_list.len()];
+    for (_, (sid, mut frag)) in frags {
         if frag.status == Status::Pending {
             frag.status = Status::Unknown;
             frag.reason
                 .get_or_insert_with(|| "no outcome recorded (the push did not finish)".into());
         }
-        out.series.entry(labels).or_default().push(frag);
+        grouped[sid as usize].push(frag);
+    }
+    for (labels, frags) in series_list.into_iter().zip(grouped) {
+        if !frags.is_empty() {
+            out.series.insert(labels, frags);
+        }
     }
     for v in out.series.values_mut() {
         v.sort_by_key(|f| (f.first_ts, f.last_ts));

@@ -516,7 +516,9 @@ fn spawn_signal_handler(
 
 /// Per-series bookkeeping of the batching thread.
 struct SeriesTable {
-    by_json: HashMap<Box<str>, u32>,
+    /// Keyed by the labels object as written; hashed with xxh3 because
+    /// this lookup runs once per entry on strings of 100+ bytes.
+    by_json: HashMap<Box<str>, u32, xxhash_rust::xxh3::Xxh3Builder>,
     by_labels: HashMap<LabelSet, u32>,
     series: Vec<Arc<Series>>,
     /// Last timestamp and entry hash per series, to refuse input that
@@ -528,7 +530,7 @@ struct SeriesTable {
 impl SeriesTable {
     fn new(lanes: usize) -> SeriesTable {
         SeriesTable {
-            by_json: HashMap::new(),
+            by_json: HashMap::with_hasher(xxhash_rust::xxh3::Xxh3Builder::new()),
             by_labels: HashMap::new(),
             series: Vec::new(),
             last: Vec::new(),
