@@ -292,7 +292,7 @@ async fn check_series(
 /// Runs a verification. An `Err` means it could not be carried out.
 pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let loaded = manifest::load(&opts.manifests)?;
+    let mut loaded = manifest::load(&opts.manifests)?;
     let mode = loaded.mode.unwrap_or(Mode::Logs);
     if let Some(want) = opts.target.mode() {
         if loaded.mode.is_some() && want != mode {
@@ -304,10 +304,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             );
         }
     }
-    let all: Vec<Arc<SeriesPlan>> = loaded
-        .series
-        .iter()
-        .map(|(labels, frags)| Arc::new(SeriesPlan::new(labels.clone(), frags)))
+    // Consumed series by series, so the manifest's fragments and the plans'
+    // copies of them are not both held in full.
+    let all: Vec<Arc<SeriesPlan>> = std::mem::take(&mut loaded.series)
+        .into_iter()
+        .map(|(labels, frags)| Arc::new(SeriesPlan::new(labels, &frags)))
         .collect();
     let chosen = sample(all.len(), opts.sample_series, opts.seed);
     let mut notes = Vec::new();
