@@ -67,6 +67,9 @@ struct Args {
     /// Print nothing but errors.
     #[arg(long)]
     quiet: bool,
+    /// Progress line interval while reading a store.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_dur)]
+    progress_interval: Duration,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -114,6 +117,7 @@ fn run(args: Args) -> anyhow::Result<Exit> {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         seed: args.seed,
         wait: args.wait,
+        progress: (!args.quiet).then_some(args.progress_interval),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

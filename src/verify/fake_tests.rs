@@ -112,6 +112,7 @@ fn opts(manifest: PathBuf, target: Target) -> Options {
         sample_series: None,
         seed: 1,
         wait: std::time::Duration::ZERO,
+        progress: None,
     }
 }
 

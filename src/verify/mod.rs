@@ -17,6 +17,7 @@ pub mod vm;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +90,15 @@ pub struct Options {
     pub seed: u64,
     /// Re-check series with discrepancies until they pass or this elapses.
     pub wait: Duration,
+    /// Print a progress line on stderr this often while reading a store.
+    pub progress: Option<Duration>,
+}
+
+/// Counters behind the progress line.
+#[derive(Default)]
+struct Progress {
+    series: AtomicU64,
+    entries: AtomicU64,
 }
 
 /// The result of a verification that could be carried out.
@@ -250,6 +260,7 @@ async fn check_series(
     plans: &[Arc<SeriesPlan>],
     which: &[usize],
     concurrency: usize,
+    progress: &Arc<Progress>,
 ) -> anyhow::Result<Vec<(usize, SeriesResult)>> {
     reader.prepare().await;
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
@@ -270,13 +281,20 @@ async fn check_series(
         let permit = sem.clone().acquire_owned().await?;
         let reader = reader.clone();
         let plan = plans[i].clone();
+        let progress = progress.clone();
         set.spawn(async move {
             let _permit = permit;
             let mut checker = SeriesChecker::new(plan.clone());
+            let mut n = 0u64;
             reader
-                .read(&plan, &mut |ts, h, h12| checker.observe(ts, h, h12))
+                .read(&plan, &mut |ts, h, h12| {
+                    n += 1;
+                    checker.observe(ts, h, h12)
+                })
                 .await
                 .with_context(|| format!("reading series {}", plan.labels))?;
+            progress.entries.fetch_add(n, Ordering::Relaxed);
+            progress.series.fetch_add(1, Ordering::Relaxed);
             Ok((i, checker.finish()))
         });
         while let Some(r) = set.try_join_next() {
@@ -343,6 +361,28 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             Some(Arc::new(Reader::new(t, client, opts.query_limit)?))
         }
     };
+    let progress = Arc::new(Progress::default());
+    let ticker = match (opts.progress, &opts.target) {
+        (Some(every), t) if !matches!(t, Target::File(_)) => {
+            let progress = progress.clone();
+            let total = chosen.len();
+            Some(tokio::spawn(async move {
+                let mut iv = tokio::time::interval(every);
+                iv.tick().await;
+                loop {
+                    iv.tick().await;
+                    let secs = started.elapsed().as_secs_f64().max(1e-9);
+                    let entries = progress.entries.load(Ordering::Relaxed);
+                    eprintln!(
+                        "looker-verify: {}/{total} series read, {entries} entries ({:.0}/s)",
+                        progress.series.load(Ordering::Relaxed),
+                        entries as f64 / secs
+                    );
+                }
+            }))
+        }
+        _ => None,
+    };
     let mut first = true;
     loop {
         match (&opts.target, &reader) {
@@ -364,7 +404,18 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
                 }
             }
             (_, Some(reader)) => {
-                for (i, r) in check_series(reader, &all, &todo, opts.max_concurrent_reads).await? {
+                let done =
+                    check_series(reader, &all, &todo, opts.max_concurrent_reads, &progress).await;
+                let done = match done {
+                    Ok(d) => d,
+                    Err(e) => {
+                        if let Some(t) = &ticker {
+                            t.abort();
+                        }
+                        return Err(e);
+                    }
+                };
+                for (i, r) in done {
                     results[i] = Some(r);
                 }
             }
@@ -381,6 +432,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+    }
+    if let Some(t) = ticker {
+        t.abort();
     }
     if !todo.is_empty() && !opts.wait.is_zero() {
         notes.push(format!(

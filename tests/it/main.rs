@@ -10,5 +10,6 @@ mod infra;
 mod loki_server;
 mod ops;
 mod push;
+mod review;
 mod util;
 mod verify;

@@ -1,0 +1,1 @@
+//! Adversarial review: scenarios that lead to a wrong verdict.
