@@ -1,1 +1,407 @@
-//! Adversarial review: scenarios that lead to a wrong verdict.
+//! Adversarial review: scenarios that lead to a wrong verdict, or a
+//! manifest that says something other than what the store holds.
+//!
+//! Tests marked `#[ignore = "bug: ..."]` fail on the current code and show
+//! a real bug; run them with `cargo test --test it review -- --ignored`.
+//! The others pin down subtle behaviour that is right today.
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::support::loki::{LokiConfig, LokiServer};
+use crate::support::servers::VictoriaMetrics;
+use crate::util::*;
+
+fn verify(args: &[&str]) -> Output {
+    bin("looker-verify")
+        .args(args)
+        .output()
+        .expect("run looker-verify")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report written")).expect("report is JSON")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn now_ms() -> i64 {
+    looker::timefmt::now_ns() / 1_000_000
+}
+
+fn log_rec(labels: &str, ts: i64, line: &str) -> String {
+    format!(
+        "{{\"labels\":{labels},\"ts\":\"{ts}\",\"line\":{}}}\n",
+        serde_json::to_string(line).unwrap()
+    )
+}
+
+fn metric_rec(labels: &str, ts: i64, value: &str) -> String {
+    format!("{{\"labels\":{labels},\"ts\":{ts},\"value\":{value}}}\n")
+}
+
+/// Every finding as (kind, discrepancy).
+fn kinds(r: &serde_json::Value) -> Vec<(String, bool)> {
+    r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_string(),
+                f["discrepancy"].as_bool().unwrap_or(true),
+            )
+        })
+        .collect()
+}
+
+/// An entry repeated in the input, but not right after itself, is accepted
+/// by looker-push and counted twice in the manifest; Loki keeps one copy
+/// (it deduplicates identical (stream, ts, line)), so looker-verify reports
+/// an acknowledged entry as missing although nothing was lost.
+#[test]
+#[ignore = "bug: a non-adjacent repeat of an entry is acknowledged twice; Loki keeps it once -> false 'missing'"]
+fn loki_non_adjacent_repeat_of_an_entry_is_not_a_loss() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let l = r#"{"app":"dup"}"#;
+    // Replaying a log twice (e.g. overlapping rotated files) gives this.
+    let input = [
+        log_rec(l, t, "GET /a"),
+        log_rec(l, t, "GET /b"),
+        log_rec(l, t, "GET /a"),
+    ]
+    .concat();
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let o = push(
+        &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(loki.entry_count(), 2, "Loki keeps (ts, line) once");
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    // Either the pusher refuses the repeat (the manifest then counts 2), or
+    // the verifier accepts one copy: nothing acknowledged is gone.
+    assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+}
+
+/// Loki 3 adds `service_name` to a stream pushed without it. Another
+/// stream pushed WITH its own `service_name` and otherwise the same labels
+/// is a different series, but the reader takes it for the first one.
+#[test]
+#[ignore = "bug: stream_matches accepts any service_name value, so another series' entries become 'unexpected'"]
+fn loki_service_name_of_another_series_is_not_taken_for_the_discovered_one() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let mut input = String::new();
+    for i in 0..10 {
+        input += &log_rec(r#"{"app":"api"}"#, t + i * 1000, &format!("plain {i}"));
+        input += &log_rec(
+            r#"{"app":"api","service_name":"billing"}"#,
+            t + i * 1000 + 500,
+            &format!("billing {i}"),
+        );
+    }
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let o = push(
+        &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+}
+
+/// VictoriaMetrics does not keep "about 12 significant digits" per value:
+/// the values of a block share one decimal exponent, so a small value next
+/// to a large one in the same series loses digits (here 3.14159265358979
+/// is stored as 3.1415926). Both values are present with their timestamps;
+/// the store only lowered their precision, which the README promises to
+/// report as a note, but the verifier calls the fragment altered.
+#[test]
+#[ignore = "bug: VM precision is per block (shared exponent), not 12 digits per value -> false 'altered'"]
+fn victoriametrics_rounding_of_long_values_is_not_altered() {
+    let vm = VictoriaMetrics::start();
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms() - 120_000;
+    let l = r#"{"__name__":"precise","k":"v"}"#;
+    let values = ["98765432101.2789", "3.14159265358979"];
+    let mut input = String::new();
+    for (i, v) in values.iter().enumerate() {
+        input += &metric_rec(l, t + i as i64 * 1000, v);
+    }
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let o = push(
+        &[
+            "--remote-write",
+            &format!("{}/api/v1/write", vm.url()),
+            "--manifest",
+            s(&man),
+            "-q",
+        ],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    vm.force_flush();
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--victoriametrics",
+        &vm.url(),
+        "--report",
+        s(&rep),
+        "--wait",
+        "5s",
+    ]);
+    let r = report(&rep);
+    assert_eq!(code(&o), 0, "{}\n{r:#}", stderr(&o));
+    assert_eq!(r["entries_found"], values.len(), "{r:#}");
+    let _ = kinds(&r);
+}
+
+/// The same input pushed twice (a restarted job, a re-run after a timeout)
+/// lands once in Loki, which deduplicates identical entries. The two runs
+/// cut different fragments (fragment size, linger), so their fragments
+/// overlap without being identical, and the verifier adds both to the
+/// expected count.
+#[test]
+#[ignore = "bug: overlapping, non-identical ok fragments of two runs are summed -> false 'missing' after a re-push"]
+fn loki_same_input_pushed_twice_with_different_fragments_is_not_a_loss() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let mut input = String::new();
+    for i in 0..12 {
+        input += &log_rec(r#"{"app":"rerun"}"#, t + i * 1_000_000, &format!("seq {i}"));
+    }
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    for size in ["3", "4"] {
+        let o = push(
+            &[
+                "--loki",
+                &loki.url(),
+                "--manifest",
+                s(&man),
+                "--fragment-size",
+                size,
+                "-q",
+            ],
+            input.as_bytes(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(loki.entry_count(), 12);
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+}
+
+/// Pinned: when both runs cut the same fragments, the identical contents
+/// count once and a re-push is clean.
+#[test]
+fn loki_same_input_pushed_twice_with_same_fragments_is_clean() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let mut input = String::new();
+    for i in 0..12 {
+        input += &log_rec(r#"{"app":"rerun"}"#, t + i * 1_000_000, &format!("seq {i}"));
+    }
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    for _ in 0..2 {
+        let o = push(
+            &[
+                "--loki",
+                &loki.url(),
+                "--manifest",
+                s(&man),
+                "--fragment-size",
+                "4",
+                "-q",
+            ],
+            input.as_bytes(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+}
+
+/// A manifest that cannot be written (here the header write fails with
+/// ENOSPC) does not stop the push: every request is still sent, nothing is
+/// recorded, and looker-push exits 0 as if all was acknowledged and
+/// recorded.
+#[test]
+#[ignore = "bug: a manifest write failure is only printed; data is pushed unrecorded and the exit code is 0"]
+fn push_with_an_unwritable_manifest_does_not_report_success() {
+    if !Path::new("/dev/full").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sink = dir.path().join("sink.ndjson");
+    let mut input = String::new();
+    for i in 0..5 {
+        input += &log_rec(
+            r#"{"app":"x"}"#,
+            1_700_000_000_000_000_000 + i,
+            &format!("l{i}"),
+        );
+    }
+    let o = push(
+        &["--file", s(&sink), "--manifest", "/dev/full", "-q"],
+        input.as_bytes(),
+    );
+    let sent = std::fs::read_to_string(&sink)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert_eq!(sent, 5, "the data reached the sink");
+    assert_ne!(
+        code(&o),
+        0,
+        "entries reached the store but no manifest recorded them: {}",
+        stderr(&o)
+    );
+}
+
+/// Loki answers 260 (a 2xx) while `block_ingestion_until` is set, and
+/// writes nothing. looker-push takes any 2xx as acknowledged, so the
+/// manifest claims entries the store refused, and the verifier then
+/// reports an acknowledged loss.
+#[test]
+#[ignore = "bug: Loki's 260 'ingestion blocked' is a 2xx and is recorded as ok although nothing was written"]
+fn loki_260_ingestion_blocked_is_not_acknowledged() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let input = log_rec(r#"{"app":"blocked"}"#, t, "one");
+    let man = dir.path().join("m.ndjson");
+    loki.set_fail_next(1, 260);
+    let o = push(
+        &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
+        input.as_bytes(),
+    );
+    assert_eq!(loki.entry_count(), 0, "nothing was written");
+    let tr = trailer(&man);
+    assert_eq!(
+        tr["entries"]["ok"],
+        0,
+        "the manifest acknowledges an entry the store did not write (exit {}): {tr}",
+        code(&o)
+    );
+}
+
+/// VictoriaMetrics drops NaN samples (other than staleness markers) on
+/// ingest with a 204. A NaN that looker-push accepted and the store
+/// acknowledged is then reported as a lost sample.
+#[test]
+#[ignore = "bug: VM silently drops NaN values; the verifier reports them as 'missing' (acknowledged loss)"]
+fn victoriametrics_nan_samples_are_not_reported_as_lost() {
+    let vm = VictoriaMetrics::start();
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms() - 120_000;
+    let l = r#"{"__name__":"with_nan"}"#;
+    let input = [
+        metric_rec(l, t, "1"),
+        metric_rec(l, t + 1000, "\"NaN\""),
+        metric_rec(l, t + 2000, "3"),
+    ]
+    .concat();
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let o = push(
+        &[
+            "--remote-write",
+            &format!("{}/api/v1/write", vm.url()),
+            "--manifest",
+            s(&man),
+            "-q",
+        ],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    vm.force_flush();
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--victoriametrics",
+        &vm.url(),
+        "--report",
+        s(&rep),
+        "--wait",
+        "3s",
+    ]);
+    let r = report(&rep);
+    // Either refused at push time (VM cannot store it) or not counted as
+    // acknowledged loss: a present, documented store behaviour.
+    assert_eq!(code(&o), 0, "{}\n{:?}\n{r:#}", stderr(&o), kinds(&r));
+}
+
+/// Pinned: many entries of two streams share one nanosecond, and the
+/// selector of the first also matches the second (more labels). Paging with
+/// a tiny limit must neither lose nor repeat an entry at the tie.
+#[test]
+fn loki_ties_at_a_page_boundary_across_matching_streams_are_exact() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let mut input = String::new();
+    for i in 0..7 {
+        input += &log_rec(r#"{"app":"tie"}"#, t, &format!("a{i}"));
+        input += &log_rec(r#"{"app":"tie","env":"x"}"#, t, &format!("b{i}"));
+    }
+    input += &log_rec(r#"{"app":"tie"}"#, t + 1, "after");
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let o = push(
+        &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+        "--query-limit",
+        "3",
+    ]);
+    let r = report(&rep);
+    assert_eq!(code(&o), 0, "{}\n{r:#}", stderr(&o));
+    assert_eq!(r["entries_found"], 15, "{r:#}");
+}
