@@ -91,6 +91,8 @@ pub enum PushError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// What a push did, as written to `--report`.
@@ -200,6 +202,7 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
     let stop = Arc::new(AtomicBool::new(false));
     let abandon = CancellationToken::new();
     let interrupted = Arc::new(AtomicBool::new(false));
+    let fatal: Arc<std::sync::OnceLock<String>> = Arc::new(std::sync::OnceLock::new());
     spawn_signal_handler(
         stop.clone(),
         abandon.clone(),
@@ -227,6 +230,8 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
                 target: cfg.target.clone(),
                 tenant: cfg.client.tenant.clone(),
             },
+            stop: stop.clone(),
+            fatal: fatal.clone(),
         };
         lane_tasks.push(tokio::spawn(lane(rx, ctx)));
     }
@@ -317,12 +322,19 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
             _ => None,
         },
     };
+    let fatal = fatal.get().cloned();
     if let Some(w) = &writer {
-        w.finish(
+        let done = w.finish(
             outcome.skipped,
             was_interrupted,
-            outcome.input_error.clone(),
-        )?;
+            outcome.input_error.clone().or_else(|| fatal.clone()),
+        );
+        if fatal.is_none() {
+            done?;
+        }
+    }
+    if let Some(why) = fatal {
+        return Err(PushError::Fatal(why));
     }
 
     let s = &stats;
@@ -410,9 +422,17 @@ struct LaneCtx {
     manifest: Arc<tokio::sync::OnceCell<Option<Arc<ManifestWriter>>>>,
     manifest_path: Option<PathBuf>,
     header: HeaderInfo,
+    stop: Arc<AtomicBool>,
+    /// The first error that makes the run fail (an unwritable manifest).
+    fatal: Arc<std::sync::OnceLock<String>>,
 }
 
 /// Sends one lane's messages in order, one at a time.
+///
+/// A message is sent only once its pending lines are in the manifest: if
+/// the manifest cannot be written, nothing more is sent (data in the store
+/// that no manifest mentions would be reported as unexpected), reading
+/// stops, and the run ends with an error.
 async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
     while let Some((mode, msg)) = rx.recv().await {
         let writer = ctx
@@ -422,7 +442,7 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
                     match ManifestWriter::create(p, &make_header(&ctx.header, mode)) {
                         Ok(w) => Some(Arc::new(w)),
                         Err(e) => {
-                            eprintln!("looker-push: manifest: {e}");
+                            ctx.fail(format!("manifest: {e}"));
                             None
                         }
                     }
@@ -430,22 +450,23 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
             })
             .await
             .clone();
-        if ctx.abandon.is_cancelled() {
+        let unwritable =
+            ctx.manifest_path.is_some() && (writer.is_none() || ctx.fatal.get().is_some());
+        if ctx.abandon.is_cancelled() || unwritable {
             // Never sent: nothing can have reached the store.
-            record(
-                &writer,
-                &ctx.stats,
-                &msg,
-                Status::Failed,
-                0,
-                false,
-                Some("not sent: interrupted"),
-            );
+            let why = if unwritable {
+                "not sent: the manifest cannot be written"
+            } else {
+                "not sent: interrupted"
+            };
+            ctx.record(&writer, &msg, Status::Failed, 0, false, Some(why));
             continue;
         }
         if let Some(w) = &writer {
             if let Err(e) = w.record(&msg.metas, Status::Pending, 0, false, None) {
-                eprintln!("looker-push: {e}");
+                ctx.fail(format!("manifest: {e}"));
+                ctx.stats.record_outcome(Status::Failed, msg.entries, None);
+                continue;
             }
         }
         let d = ctx
@@ -458,9 +479,8 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
                 &ctx.stats,
             )
             .await;
-        record(
+        ctx.record(
             &writer,
-            &ctx.stats,
             &msg,
             d.status,
             d.attempts,
@@ -470,19 +490,27 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
     }
 }
 
-fn record(
-    writer: &Option<Arc<ManifestWriter>>,
-    stats: &Stats,
-    msg: &Message,
-    status: Status,
-    attempts: u32,
-    maybe_dup: bool,
-    reason: Option<&str>,
-) {
-    stats.record_outcome(status, msg.entries, reason);
-    if let Some(w) = writer {
-        if let Err(e) = w.record(&msg.metas, status, attempts, maybe_dup, reason) {
-            eprintln!("looker-push: {e}");
+impl LaneCtx {
+    /// Records a fatal error (the first one wins) and stops reading.
+    fn fail(&self, why: String) {
+        let _ = self.fatal.set(why);
+        self.stop.store(true, Relaxed);
+    }
+
+    fn record(
+        &self,
+        writer: &Option<Arc<ManifestWriter>>,
+        msg: &Message,
+        status: Status,
+        attempts: u32,
+        maybe_dup: bool,
+        reason: Option<&str>,
+    ) {
+        self.stats.record_outcome(status, msg.entries, reason);
+        if let Some(w) = writer {
+            if let Err(e) = w.record(&msg.metas, status, attempts, maybe_dup, reason) {
+                self.fail(format!("manifest: {e}"));
+            }
         }
     }
 }

@@ -168,6 +168,14 @@ impl Sender {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
+                // Loki answers 260 when ingestion is blocked
+                // (block_ingestion_until): a 2xx that wrote nothing.
+                if code == 260 && matches!(self.target, Target::Loki { .. }) {
+                    return Attempt::Rejected {
+                        code,
+                        reason: "HTTP 260: Loki ingestion is blocked; nothing was written".into(),
+                    };
+                }
                 if resp.status().is_success() {
                     return Attempt::Acked(code);
                 }

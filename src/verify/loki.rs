@@ -134,9 +134,20 @@ pub fn stream_matches(stream: &BTreeMap<String, String>, labels: &LabelSet) -> b
     } else {
         stream.len() == labels.len() + 1
             && labels.get("service_name").is_none()
-            && stream.contains_key("service_name")
+            && stream
+                .get("service_name")
+                .is_some_and(|v| could_be_discovered_service_name(labels, v))
             && pairs_match()
     }
+}
+
+/// Whether `value` can be the `service_name` Loki 3 derived for a stream
+/// that had none (`discover_service_name`): Loki copies it from one of the
+/// stream's labels (service, app, job, ... in an order that has grown
+/// between versions) or writes `unknown_service`. Any other value means
+/// another stream, one pushed with its own `service_name`.
+fn could_be_discovered_service_name(labels: &LabelSet, value: &str) -> bool {
+    value == "unknown_service" || labels.pairs().iter().any(|(_, v)| v == value)
 }
 
 #[derive(Deserialize)]
