@@ -275,12 +275,13 @@ fn run() -> anyhow::Result<Exit> {
     }
     if !quiet {
         eprintln!(
-            "looker-push: {} entries acknowledged ({} rejected, {} failed, {} unknown, {} lines skipped) in {:.2}s: {:.0} entries/s, {} requests, {} retries, p50 {:.1}ms p99 {:.1}ms",
+            "looker-push: {} entries acknowledged ({} rejected, {} failed, {} unknown, {} lines skipped, {} repeated entries pushed once) in {:.2}s: {:.0} entries/s, {} requests, {} retries, p50 {:.1}ms p99 {:.1}ms",
             report.entries_acked,
             report.entries_rejected,
             report.entries_failed,
             report.entries_unknown,
             report.skipped_lines,
+            report.duplicates_skipped,
             report.duration_s,
             report.entries_per_s,
             report.requests,

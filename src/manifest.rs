@@ -150,6 +150,10 @@ pub struct Trailer {
     pub fragments: Totals,
     pub entries: Totals,
     pub skipped_lines: u64,
+    /// Input entries identical (timestamp and content) to one already
+    /// pushed in their series, pushed once.
+    #[serde(default)]
+    pub duplicates_skipped: u64,
     pub interrupted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_error: Option<String>,
@@ -187,6 +191,7 @@ struct WriterState {
     run: String,
     fragments: Totals,
     entries: Totals,
+    duplicates_skipped: u64,
 }
 
 impl ManifestWriter {
@@ -208,6 +213,7 @@ impl ManifestWriter {
                 run: header.run.clone(),
                 fragments: Totals::default(),
                 entries: Totals::default(),
+                duplicates_skipped: 0,
             }),
             path: path.to_path_buf(),
         };
@@ -282,6 +288,11 @@ impl ManifestWriter {
         (st.fragments.clone(), st.entries.clone())
     }
 
+    /// Sets the count of repeated input entries the trailer reports.
+    pub fn set_duplicates_skipped(&self, n: u64) {
+        self.lock().duplicates_skipped = n;
+    }
+
     /// Writes the trailer and syncs the file to disk.
     pub fn finish(
         &self,
@@ -290,13 +301,17 @@ impl ManifestWriter {
         input_error: Option<String>,
     ) -> Result<(), ManifestError> {
         let (fragments, entries) = self.totals();
-        let run = self.lock().run.clone();
+        let (run, duplicates_skipped) = {
+            let st = self.lock();
+            (st.run.clone(), st.duplicates_skipped)
+        };
         self.write_json(&Trailer {
             kind: "trailer".into(),
             run,
             fragments,
             entries,
             skipped_lines,
+            duplicates_skipped,
             interrupted,
             input_error,
             finished: crate::timefmt::format_rfc3339_ns(crate::timefmt::now_ns()),

@@ -110,6 +110,7 @@ pub struct PushReport {
     pub entries_failed: u64,
     pub entries_unknown: u64,
     pub skipped_lines: u64,
+    pub duplicates_skipped: u64,
     pub bytes_acked: u64,
     pub requests: u64,
     pub retries: u64,
@@ -324,6 +325,7 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
     };
     let fatal = fatal.get().cloned();
     if let Some(w) = &writer {
+        w.set_duplicates_skipped(stats.duplicates_skipped.load(Relaxed));
         let done = w.finish(
             outcome.skipped,
             was_interrupted,
@@ -368,6 +370,7 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
         entries_failed: failed,
         entries_unknown: unknown,
         skipped_lines: outcome.skipped,
+        duplicates_skipped: s.duplicates_skipped.load(Relaxed),
         bytes_acked: bytes,
         requests: s.requests.load(Relaxed),
         retries: s.retries.load(Relaxed),
@@ -542,6 +545,12 @@ fn spawn_signal_handler(
     });
 }
 
+/// The latest timestamp of a series and the hashes of its entries there.
+struct Latest {
+    max_ts: i64,
+    at_max: Vec<u64>,
+}
+
 /// Per-series bookkeeping of the batching thread.
 struct SeriesTable {
     /// Keyed by the labels object as written; hashed with xxh3 because
@@ -551,7 +560,7 @@ struct SeriesTable {
     series: Vec<Arc<Series>>,
     /// Last timestamp and entry hash per series, to refuse input that
     /// stores would drop or reorder silently.
-    last: Vec<(i64, u64)>,
+    last: Vec<Latest>,
     lanes: usize,
 }
 
@@ -586,7 +595,10 @@ impl SeriesTable {
             key: Arc::new(SeriesKey::new(labels.clone())),
             lane: id as usize % self.lanes,
         }));
-        self.last.push((i64::MIN, 0));
+        self.last.push(Latest {
+            max_ts: i64::MIN,
+            at_max: Vec::new(),
+        });
         self.by_labels.insert(labels, id);
         id
     }
@@ -757,7 +769,7 @@ impl BatchState<'_> {
                     }
                 };
                 // Wall time at read, strictly increasing per stream.
-                let prev = self.table.last[id as usize].0;
+                let prev = self.table.last[id as usize].max_ts;
                 let ts = timefmt::now_ns().max(prev.saturating_add(1));
                 self.accept(id, Mode::Logs, ts, Payload::Line(text.into()))
             }
@@ -816,18 +828,28 @@ impl BatchState<'_> {
             Payload::Line(l) => crate::checksum::log_entry(ts, l.as_bytes()),
             Payload::Value(v) => crate::checksum::metric_sample(ts, *v),
         };
-        let (last_ts, last_hash) = self.table.last[id as usize];
-        if ts == last_ts && hash == last_hash {
+        let last = &mut self.table.last[id as usize];
+        // An entry identical (timestamp and content) to one already taken
+        // at the series' latest timestamp is stored once by Loki and
+        // Prometheus: push it once, so the manifest counts what a store
+        // can hold.
+        if ts == last.max_ts && last.at_max.contains(&hash) {
+            self.stats.duplicates_skipped.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        if mode == Mode::Metrics && ts <= last.max_ts {
             return Err(RecordError::Ts(format!(
-                "{ts}: same timestamp and content as the previous entry of this series (stores keep it once)"
+                "{ts} is not after the previous sample of this series ({}); remote-write receivers drop or reject out-of-order samples",
+                last.max_ts
             )));
         }
-        if mode == Mode::Metrics && ts <= last_ts {
-            return Err(RecordError::Ts(format!(
-                "{ts} is not after the previous sample of this series ({last_ts}); remote-write receivers drop or reject out-of-order samples"
-            )));
+        if ts > last.max_ts {
+            last.max_ts = ts;
+            last.at_max.clear();
         }
-        self.table.last[id as usize] = (ts, hash);
+        if ts == last.max_ts {
+            last.at_max.push(hash);
+        }
         self.pace(orig_ts, unit, &payload);
         let series = self.table.series[id as usize].clone();
         let batcher = self.batcher.as_mut().unwrap_or_else(|| unreachable!());

@@ -24,6 +24,8 @@ pub struct Stats {
     pub entries_failed: AtomicU64,
     pub entries_unknown: AtomicU64,
     pub skipped_lines: AtomicU64,
+    /// Entries identical to one already pushed at the same timestamp.
+    pub duplicates_skipped: AtomicU64,
     pub in_flight: AtomicI64,
     /// Target rate in milli-units per second (0 = unlimited).
     pub target_rate_milli: AtomicU64,
@@ -67,6 +69,7 @@ impl Stats {
             entries_failed: AtomicU64::new(0),
             entries_unknown: AtomicU64::new(0),
             skipped_lines: AtomicU64::new(0),
+            duplicates_skipped: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             target_rate_milli: AtomicU64::new(0),
             lag_ms: AtomicI64::new(0),
