@@ -185,7 +185,6 @@ fn victoriametrics_rounding_of_long_values_is_not_altered() {
 /// overlap without being identical, and the verifier adds both to the
 /// expected count.
 #[test]
-#[ignore = "bug: overlapping, non-identical ok fragments of two runs are summed -> false 'missing' after a re-push"]
 fn loki_same_input_pushed_twice_with_different_fragments_is_not_a_loss() {
     let loki = LokiServer::start(LokiConfig::default());
     let dir = tempfile::tempdir().unwrap();
