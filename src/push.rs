@@ -453,16 +453,14 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
             })
             .await
             .clone();
-        let unwritable =
-            ctx.manifest_path.is_some() && (writer.is_none() || ctx.fatal.get().is_some());
-        if ctx.abandon.is_cancelled() || unwritable {
+        let unwritable = ctx.manifest_path.is_some() && writer.is_none();
+        if ctx.abandon.is_cancelled() || unwritable || ctx.fatal.get().is_some() {
             // Never sent: nothing can have reached the store.
-            let why = if unwritable {
-                "not sent: the manifest cannot be written"
-            } else {
-                "not sent: interrupted"
+            let why = match ctx.fatal.get() {
+                Some(f) => format!("not sent: the push stopped: {f}"),
+                None => "not sent: interrupted".into(),
             };
-            ctx.record(&writer, &msg, Status::Failed, 0, false, Some(why));
+            ctx.record(&writer, &msg, Status::Failed, 0, false, Some(&why));
             continue;
         }
         if let Some(w) = &writer {
@@ -490,6 +488,17 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
             d.maybe_duplicated,
             d.reason.as_deref(),
         );
+        // Given up on before the store ever acknowledged anything: a wrong
+        // URL or a store that is down. Going on would only retry every
+        // message for its whole deadline; a store that fails later in a
+        // run is part of the test and is retried as usual.
+        if d.status == Status::Failed && ctx.stats.entries_acked.load(Relaxed) == 0 {
+            ctx.fail(format!(
+                "{}: nothing was ever acknowledged; {}",
+                ctx.sender.target().display_url(),
+                d.reason.as_deref().unwrap_or("the store is unreachable")
+            ));
+        }
     }
 }
 

@@ -579,3 +579,51 @@ fn non_retryable_rejections_are_recorded_with_the_reason() {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
     assert_eq!(r["retries"], 0, "a 400 is not retried");
 }
+
+#[test]
+fn an_unreachable_store_ends_the_push_instead_of_retrying_every_message() {
+    // Nothing listens on this port once the listener is dropped.
+    let port = crate::support::servers::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("m");
+    let input = gen(&[
+        "--seed",
+        "1",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "4",
+        "--count",
+        "5000",
+    ]);
+    let o = push(
+        &[
+            "--loki",
+            &format!("http://127.0.0.1:{port}"),
+            "--manifest",
+            man.to_str().unwrap(),
+            "--retry-deadline",
+            "300ms",
+            "--retry-min-delay",
+            "10ms",
+            "--fragments-per-message",
+            "1",
+            "-q",
+        ],
+        &input,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nothing was ever acknowledged")
+            && stderr(&o).contains("Connection refused"),
+        "{}",
+        stderr(&o)
+    );
+    let t = trailer(&man);
+    assert_eq!(t["entries"]["ok"], 0);
+    assert!(t["entries"]["failed"].as_u64().unwrap() > 0);
+    // Once the first message was given up on, the rest were not each
+    // retried for a whole deadline.
+    let text = std::fs::read_to_string(&man).unwrap();
+    assert!(text.contains("not sent: the push stopped"), "{text}");
+}
