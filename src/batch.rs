@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checksum::{self, Digest};
-use crate::manifest::{FragmentMeta, SeriesKey};
+use crate::manifest::{FragmentMeta, NanInfo, SeriesKey};
 use crate::record::Mode;
 
 /// A series known to the pusher.
@@ -43,6 +43,9 @@ pub struct Fragment {
     pub entries: Entries,
     pub digest: Digest,
     digest12: Digest,
+    /// NaN samples: their count and the digests of the fragment without
+    /// them (VictoriaMetrics drops NaN values on ingest).
+    nan: NanInfo,
     step: Option<i64>,
     steady: bool,
     pub opened: Instant,
@@ -63,6 +66,7 @@ impl Fragment {
             entries,
             digest: Digest::default(),
             digest12: Digest::default(),
+            nan: NanInfo::default(),
             step: None,
             steady: true,
             opened: Instant::now(),
@@ -108,8 +112,18 @@ impl Fragment {
 
     fn push_value(&mut self, ts: i64, value: f64) {
         self.note_ts(ts);
-        self.digest.add(checksum::metric_sample(ts, value));
-        self.digest12.add(checksum::metric_sample_12(ts, value));
+        let (h, h12) = (
+            checksum::metric_sample(ts, value),
+            checksum::metric_sample_12(ts, value),
+        );
+        self.digest.add(h);
+        self.digest12.add(h12);
+        if value.is_nan() {
+            self.nan.count += 1;
+        } else {
+            self.nan.checksum = self.nan.checksum.wrapping_add(h);
+            self.nan.checksum12 = self.nan.checksum12.wrapping_add(h12);
+        }
         if let Entries::Values(v) = &mut self.entries {
             v.push(value);
         }
@@ -145,6 +159,7 @@ impl Fragment {
             series: self.series.key.clone(),
             digest: self.digest,
             digest12: (mode == Mode::Metrics).then_some(self.digest12.sum),
+            nan: (self.nan.count > 0).then_some(self.nan),
             first_ts: self.ts.first().copied().unwrap_or(0),
             last_ts: self.ts.last().copied().unwrap_or(0),
             step: if self.steady && self.ts.len() > 1 {

@@ -42,6 +42,16 @@ pub enum Status {
     Unknown,
 }
 
+/// NaN samples of a metric fragment: how many, and the fragment's
+/// checksums without them, for stores that drop NaN values on ingest
+/// (VictoriaMetrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NanInfo {
+    pub count: u64,
+    pub checksum: u64,
+    pub checksum12: u64,
+}
+
 /// A fragment as the pusher knows it: enough to check it later without
 /// keeping its payload.
 #[derive(Debug, Clone)]
@@ -51,6 +61,8 @@ pub struct FragmentMeta {
     pub digest: Digest,
     /// Metrics only: the digest with values rounded to 12 significant digits.
     pub digest12: Option<u64>,
+    /// Metrics only, when the fragment holds NaN values.
+    pub nan: Option<NanInfo>,
     pub first_ts: i64,
     pub last_ts: i64,
     /// Set when all adjacent entries are this far apart; lets the verifier
@@ -112,6 +124,13 @@ pub struct FragmentLine {
     pub checksum: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum12: Option<String>,
+    /// NaN samples in the fragment, and its checksums without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nan: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_without_nan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum12_without_nan: Option<String>,
     #[serde(default)]
     pub attempts: u32,
     /// An attempt may have reached the store before the one that succeeded,
@@ -267,6 +286,9 @@ impl ManifestWriter {
                 step: f.step.map(|s| s.to_string()),
                 checksum: f.digest.hex(),
                 checksum12: f.digest12.map(|s| format!("{s:016x}")),
+                nan: f.nan.map(|n| n.count),
+                checksum_without_nan: f.nan.map(|n| format!("{:016x}", n.checksum)),
+                checksum12_without_nan: f.nan.map(|n| format!("{:016x}", n.checksum12)),
                 attempts,
                 maybe_duplicated,
                 reason: reason.map(str::to_string),
@@ -332,8 +354,24 @@ pub struct Fragment {
     pub step: Option<i64>,
     pub checksum: u64,
     pub checksum12: Option<u64>,
+    pub nan: Option<NanInfo>,
     pub maybe_duplicated: bool,
     pub reason: Option<String>,
+}
+
+impl Fragment {
+    /// The fragment as a store that drops NaN values holds it: without its
+    /// NaN samples, and with no step (its timestamps are no longer evenly
+    /// spaced). Unchanged when it has none.
+    pub fn without_nan(mut self) -> Fragment {
+        if let Some(n) = self.nan.take() {
+            self.count -= n.count.min(self.count);
+            self.checksum = n.checksum;
+            self.checksum12 = Some(n.checksum12);
+            self.step = None;
+        }
+        self
+    }
 }
 
 /// Every fragment of a set of manifests, grouped by series.
@@ -450,6 +488,32 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         ),
                         None => None,
                     };
+                    let hex =
+                        |c: &Option<String>, what: &str| -> Result<Option<u64>, ManifestError> {
+                            match c {
+                                Some(c) => Digest::parse_hex(c)
+                                    .map(Some)
+                                    .ok_or_else(|| perr(format!("invalid {what} {c:?}"))),
+                                None => Ok(None),
+                            }
+                        };
+                    let nan = match (
+                        f.nan,
+                        hex(&f.checksum_without_nan, "checksum_without_nan")?,
+                        hex(&f.checksum12_without_nan, "checksum12_without_nan")?,
+                    ) {
+                        (Some(count), Some(checksum), Some(checksum12)) if count > 0 => {
+                            Some(NanInfo {
+                                count,
+                                checksum,
+                                checksum12,
+                            })
+                        }
+                        (Some(count), _, _) if count > 0 => {
+                            return Err(perr("\"nan\" without its checksums".into()))
+                        }
+                        _ => None,
+                    };
                     let frag = Fragment {
                         run: run.clone(),
                         id: f.id,
@@ -463,6 +527,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         },
                         checksum,
                         checksum12,
+                        nan,
                         maybe_duplicated: f.maybe_duplicated,
                         reason: f.reason,
                     };
@@ -538,6 +603,7 @@ mod tests {
             series: Arc::new(SeriesKey::new(labels)),
             digest,
             digest12: None,
+            nan: None,
             first_ts: first,
             last_ts: first + n as i64 - 1,
             step: Some(1),
@@ -591,6 +657,29 @@ mod tests {
         );
         assert!(loaded.unfinished_runs.is_empty());
         assert_eq!(loaded.entries_with_status(Status::Ok), 8);
+    }
+
+    #[test]
+    fn nan_counts_round_trip_and_a_fragment_can_be_read_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &header("r1")).unwrap();
+        let mut m = meta(1, 100, 5);
+        m.nan = Some(NanInfo {
+            count: 2,
+            checksum: 0xabc,
+            checksum12: 0xdef,
+        });
+        w.record(&[m], Status::Ok, 1, false, None).unwrap();
+        drop(w);
+        let loaded = load(&[path]).unwrap();
+        let f = loaded.series.values().next().unwrap()[0].clone();
+        assert_eq!(f.nan.map(|n| n.count), Some(2));
+        let g = f.without_nan();
+        assert_eq!(
+            (g.count, g.checksum, g.checksum12, g.step),
+            (3, 0xabc, Some(0xdef), None)
+        );
     }
 
     #[test]

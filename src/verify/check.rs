@@ -870,6 +870,7 @@ mod tests {
             step: Some(step),
             checksum: d.sum,
             checksum12: None,
+            nan: None,
             maybe_duplicated: false,
             reason: None,
         }
@@ -1145,6 +1146,7 @@ mod tests {
             step: None,
             checksum: metric_sample(ts, v),
             checksum12: Some(metric_sample_12(ts, v)),
+            nan: None,
             maybe_duplicated: false,
             reason: None,
         };

@@ -80,6 +80,7 @@ fn write_manifest(path: &Path, mode: Mode, frags: &[Frag]) {
             series: Arc::new(SeriesKey::new(f.labels.clone())),
             digest: d,
             digest12: (mode == Mode::Metrics).then_some(d12),
+            nan: None,
             first_ts: ts[0],
             last_ts: *ts.last().unwrap(),
             step: f.step,

@@ -196,6 +196,7 @@ mod tests {
                 series: Arc::new(SeriesKey::new(labels.clone())),
                 digest,
                 digest12: None,
+                nan: None,
                 first_ts: *first,
                 last_ts: first + (*n as i64 - 1) * 10,
                 step: Some(10),

@@ -324,7 +324,6 @@ fn loki_260_ingestion_blocked_is_not_acknowledged() {
 /// ingest with a 204. A NaN that looker-push accepted and the store
 /// acknowledged is then reported as a lost sample.
 #[test]
-#[ignore = "bug: VM silently drops NaN values; the verifier reports them as 'missing' (acknowledged loss)"]
 fn victoriametrics_nan_samples_are_not_reported_as_lost() {
     let vm = VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
