@@ -34,7 +34,11 @@ fn dur(s: &str) -> Result<Duration, String> {
 /// remote-write receiver, a local file, or nowhere; record a manifest of
 /// exactly what the store acknowledged.
 #[derive(Debug, Parser)]
-#[command(name = "looker-push", version)]
+#[command(
+    name = "looker-push",
+    version,
+    after_help = "Exit status: 0 every fragment acknowledged; 1 some fragments rejected, failed or unknown;\n2 bad flags, bad input (--on-invalid fail), unreachable store or unwritable manifest;\n130 interrupted (SIGINT/SIGTERM) after finishing or recording in-flight work."
+)]
 #[command(group(ArgGroup::new("target").required(true).args(["loki", "remote_write", "file", "null"])))]
 #[command(group(ArgGroup::new("pace").args(["rate", "rate_bytes", "schedule"])))]
 struct Cli {

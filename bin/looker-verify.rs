@@ -21,7 +21,8 @@ const MAX_FINDING_LINES: usize = 200;
 #[command(
     name = "looker-verify",
     version,
-    about = "Check that a store holds exactly what looker-push's manifests say it acknowledged."
+    about = "Check that a store holds exactly what looker-push's manifests say it acknowledged.",
+    after_help = "Exit status: 0 everything acknowledged is there, exactly, and nothing unexpected;\n1 discrepancies (missing, altered, unexpected or duplicated entries);\n2 could not verify (usage, network, auth, unreadable manifest)."
 )]
 #[command(group(ArgGroup::new("target").required(true).multiple(false)))]
 struct Args {
