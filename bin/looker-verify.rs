@@ -142,3 +142,14 @@ fn run(args: Args) -> anyhow::Result<Exit> {
     }
     Ok(outcome.exit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+}

@@ -474,3 +474,14 @@ pub fn main() -> ExitCode {
     let args = Args::parse();
     run(&args).into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        Args::command().debug_assert();
+    }
+}

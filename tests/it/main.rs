@@ -11,5 +11,6 @@ mod loki_server;
 mod ops;
 mod push;
 mod review;
+mod review2;
 mod util;
 mod verify;

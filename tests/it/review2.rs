@@ -1,0 +1,2 @@
+//! Second adversarial review: looker-push and looker-gen against their
+//! contract.
