@@ -46,6 +46,8 @@ pub struct Fragment {
     /// NaN samples: their count and the digests of the fragment without
     /// them (VictoriaMetrics drops NaN values on ingest).
     nan: NanInfo,
+    /// Extra bytes the entries take once escaped for a JSON body.
+    escaped_extra: usize,
     step: Option<i64>,
     steady: bool,
     pub opened: Instant,
@@ -53,20 +55,24 @@ pub struct Fragment {
 
 impl Fragment {
     fn new(series: Arc<Series>, mode: Mode, cap: usize) -> Fragment {
+        // Start empty and grow: with many slow series, reserving a full
+        // fragment for each open one would cost memory per series.
+        let _ = cap;
         let entries = match mode {
             Mode::Logs => Entries::Lines {
-                data: Vec::with_capacity(cap * 64),
-                ends: Vec::with_capacity(cap),
+                data: Vec::new(),
+                ends: Vec::new(),
             },
-            Mode::Metrics => Entries::Values(Vec::with_capacity(cap)),
+            Mode::Metrics => Entries::Values(Vec::new()),
         };
         Fragment {
             series,
-            ts: Vec::with_capacity(cap),
+            ts: Vec::new(),
             entries,
             digest: Digest::default(),
             digest12: Digest::default(),
             nan: NanInfo::default(),
+            escaped_extra: 0,
             step: None,
             steady: true,
             opened: Instant::now(),
@@ -101,7 +107,19 @@ impl Fragment {
         self.ts.push(ts);
     }
 
-    fn push_line(&mut self, ts: i64, line: &str) {
+    fn push_line(&mut self, ts: i64, line: &str, json: bool) {
+        if json {
+            // Bytes JSON escaping adds (6 for a control character, as
+            // \u00XX, is the most), so message size limits hold.
+            self.escaped_extra += line
+                .bytes()
+                .map(|b| match b {
+                    b'"' | b'\\' => 1,
+                    0..=0x1f => 5,
+                    _ => 0,
+                })
+                .sum::<usize>();
+        }
         self.note_ts(ts);
         self.digest.add(checksum::log_entry(ts, line.as_bytes()));
         if let Entries::Lines { data, ends } = &mut self.entries {
@@ -210,6 +228,7 @@ pub struct Batcher {
     /// byte limit holds for the encoded request, not just the payload.
     per_entry_overhead: usize,
     last_sweep: Instant,
+    json: bool,
 }
 
 impl Batcher {
@@ -233,6 +252,7 @@ impl Batcher {
                 .collect(),
             next_id: 1,
             last_sweep: Instant::now(),
+            json: false,
         }
     }
 
@@ -249,8 +269,9 @@ impl Batcher {
         line: &str,
         out: &mut Vec<Batch>,
     ) {
+        let json = self.json;
         let frag = self.fragment_for(series, id);
-        frag.push_line(ts, line);
+        frag.push_line(ts, line, json);
         self.after_push(id, out);
     }
 
@@ -293,7 +314,21 @@ impl Batcher {
     }
 
     fn encoded_estimate(&self, f: &Fragment) -> usize {
-        f.bytes() + f.len() * self.per_entry_overhead + f.series.selector.len() + 16
+        f.bytes()
+            + f.escaped_extra
+            + f.len() * self.per_entry_overhead
+            + f.series.selector.len()
+            + 16
+    }
+
+    /// Whether series `id` has an open fragment (entries not yet batched).
+    pub fn has_open(&self, id: u32) -> bool {
+        self.open.get(id as usize).is_some_and(Option::is_some)
+    }
+
+    /// Counts the bytes JSON escaping adds to lines (for `--encoding json`).
+    pub fn count_json_escapes(&mut self) {
+        self.json = true;
     }
 
     fn seal_fragment(&mut self, f: Fragment, out: &mut Vec<Batch>) {

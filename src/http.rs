@@ -148,6 +148,9 @@ pub fn build_client(
         .timeout(args.timeout)
         .connect_timeout(args.timeout.min(Duration::from_secs(10)))
         .pool_max_idle_per_host(64)
+        // Never follow redirects: a POST re-sent as a GET drops its body,
+        // and the target's answer must come from the URL given.
+        .redirect(reqwest::redirect::Policy::none())
         .danger_accept_invalid_certs(args.insecure_skip_verify);
     if let Some(path) = &args.ca_file {
         let pem = std::fs::read(path).map_err(|source| HttpConfigError::ReadFile {

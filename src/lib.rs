@@ -23,6 +23,7 @@ pub mod push;
 pub mod record;
 pub mod report;
 pub mod schedule;
+pub mod series;
 pub mod sink;
 pub mod timefmt;
 pub mod verify;

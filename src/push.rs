@@ -7,7 +7,6 @@
 //! each outcome in the manifest. Every hand-off is a bounded channel, so
 //! memory does not grow with input size: a slow store slows reading.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -19,16 +18,17 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, BatchLimits, Batcher, Series};
+use crate::batch::{Batch, BatchLimits, Batcher};
 use crate::encode::{Encoder, Encoding};
 use crate::exit::Exit;
 use crate::http::ClientArgs;
 use crate::input::{self, Item, Source};
 use crate::labels::LabelSet;
-use crate::manifest::{FragmentMeta, Header, ManifestWriter, SeriesKey, Status};
+use crate::manifest::{FragmentMeta, Header, ManifestWriter, Status};
 use crate::record::{self, Mode, Payload, RecordError};
 use crate::report::{Latency, Progress, Stats};
 use crate::schedule::{Pace, Pacer, RateSpec};
+use crate::series::SeriesTable;
 use crate::sink::{RetryPolicy, Sender, Target};
 use crate::timefmt;
 
@@ -297,7 +297,11 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
     stop.store(true, Relaxed);
     drop(reader);
     for t in lane_tasks {
-        let _ = t.await;
+        if let Err(e) = t.await {
+            // A sender that died took its in-flight message with it: the
+            // run cannot claim success.
+            let _ = fatal.set(format!("internal error: a sender task failed: {e}"));
+        }
     }
     ticker_stop.cancel();
     let _ = ticker.await;
@@ -492,7 +496,9 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
         // URL or a store that is down. Going on would only retry every
         // message for its whole deadline; a store that fails later in a
         // run is part of the test and is retried as usual.
-        if d.status == Status::Failed && ctx.stats.entries_acked.load(Relaxed) == 0 {
+        let refused =
+            d.status == Status::Failed || (d.status == Status::Unknown && d.only_error_answers);
+        if refused && !ctx.abandon.is_cancelled() && ctx.stats.entries_acked.load(Relaxed) == 0 {
             ctx.fail(format!(
                 "{}: nothing was ever acknowledged; {}",
                 ctx.sender.target().display_url(),
@@ -554,65 +560,6 @@ fn spawn_signal_handler(
     });
 }
 
-/// The latest timestamp of a series and the hashes of its entries there.
-struct Latest {
-    max_ts: i64,
-    at_max: Vec<u64>,
-}
-
-/// Per-series bookkeeping of the batching thread.
-struct SeriesTable {
-    /// Keyed by the labels object as written; hashed with xxh3 because
-    /// this lookup runs once per entry on strings of 100+ bytes.
-    by_json: HashMap<Box<str>, u32, xxhash_rust::xxh3::Xxh3Builder>,
-    by_labels: HashMap<LabelSet, u32>,
-    series: Vec<Arc<Series>>,
-    /// Last timestamp and entry hash per series, to refuse input that
-    /// stores would drop or reorder silently.
-    last: Vec<Latest>,
-    lanes: usize,
-}
-
-impl SeriesTable {
-    fn new(lanes: usize) -> SeriesTable {
-        SeriesTable {
-            by_json: HashMap::with_hasher(xxhash_rust::xxh3::Xxh3Builder::new()),
-            by_labels: HashMap::new(),
-            series: Vec::new(),
-            last: Vec::new(),
-            lanes,
-        }
-    }
-
-    fn intern(&mut self, labels_json: &str, mode: Mode) -> Result<u32, RecordError> {
-        if let Some(&id) = self.by_json.get(labels_json) {
-            return Ok(id);
-        }
-        let labels = record::parse_labels(labels_json, mode)?;
-        let id = self.intern_set(labels);
-        self.by_json.insert(labels_json.into(), id);
-        Ok(id)
-    }
-
-    fn intern_set(&mut self, labels: LabelSet) -> u32 {
-        if let Some(&id) = self.by_labels.get(&labels) {
-            return id;
-        }
-        let id = self.series.len() as u32;
-        self.series.push(Arc::new(Series {
-            selector: labels.to_selector(),
-            key: Arc::new(SeriesKey::new(labels.clone())),
-            lane: id as usize % self.lanes,
-        }));
-        self.last.push(Latest {
-            max_ts: i64::MIN,
-            at_max: Vec::new(),
-        });
-        self.by_labels.insert(labels, id);
-        id
-    }
-}
-
 /// Paces, parses, batches and encodes on a plain thread: CPU-bound work
 /// that should not sit on the async runtime.
 fn batch_thread(
@@ -643,6 +590,7 @@ fn batch_thread(
         stop,
         raw_series: None,
         last_ts_ns: i64::MIN,
+        sweeps: 0,
         done: false,
     };
     if let Some(t) = stats.metrics.as_ref() {
@@ -697,6 +645,8 @@ struct BatchState<'a> {
     raw_series: Option<u32>,
     /// Timestamp (ns) of the last entry read, for the lag gauge.
     last_ts_ns: i64,
+    /// Sweeps so far: the clock of least-recently-used series eviction.
+    sweeps: u32,
     done: bool,
 }
 
@@ -720,6 +670,10 @@ impl BatchState<'_> {
             start = end + 1;
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
+            }
+            // A byte-order mark some editors put at the start of a file.
+            if line_no == 1 {
+                line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
             }
             let this_line = line_no;
             line_no += 1;
@@ -817,11 +771,11 @@ impl BatchState<'_> {
             {
                 self.encoder = Encoder::new(Encoding::RemoteWrite);
             }
-            self.batcher = Some(Batcher::new(
-                mode,
-                self.cfg.limits.clone(),
-                self.lanes.len(),
-            ));
+            let mut batcher = Batcher::new(mode, self.cfg.limits.clone(), self.lanes.len());
+            if matches!(self.cfg.encoding, Encoding::LokiJson { .. }) {
+                batcher.count_json_escapes();
+            }
+            self.batcher = Some(batcher);
         }
         let unit = mode.ns_per_unit();
         if self.first_ts_ns.is_none() {
@@ -860,7 +814,9 @@ impl BatchState<'_> {
             last.at_max.push(hash);
         }
         self.pace(orig_ts, unit, &payload);
-        let series = self.table.series[id as usize].clone();
+        let Some(series) = self.table.get(id).cloned() else {
+            return Err(RecordError::Json("internal error: unknown series".into()));
+        };
         let batcher = self.batcher.as_mut().unwrap_or_else(|| unreachable!());
         match payload {
             Payload::Line(l) => batcher.push_line(&series, id, ts, &l, &mut self.out),
@@ -938,6 +894,13 @@ impl BatchState<'_> {
     /// every 4096 entries and on every idle tick, so both stay current at
     /// any rate.
     fn sweep(&mut self) {
+        // Series churn: above a limit, forget the least recently used
+        // series, never one with entries waiting in an open fragment.
+        self.sweeps = self.sweeps.wrapping_add(1);
+        self.table.tick(self.sweeps);
+        let batcher = &self.batcher;
+        self.table
+            .evict(|id| batcher.as_ref().is_some_and(|b| b.has_open(id)));
         if self.last_ts_ns != i64::MIN {
             let lag_ms = (timefmt::now_ns() - self.last_ts_ns) / 1_000_000;
             self.stats.lag_ms.store(lag_ms, Relaxed);

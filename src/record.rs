@@ -257,7 +257,10 @@ pub fn write_json_value(buf: &mut Vec<u8>, value: f64) {
         } else {
             b"\"-Inf\""
         });
-    } else if value == value.trunc() && value.abs() < 1e15 {
+    } else if value == value.trunc()
+        && value.abs() < 1e15
+        && !(value == 0.0 && value.is_sign_negative())
+    {
         buf.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
     } else {
         buf.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());

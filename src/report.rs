@@ -151,8 +151,19 @@ impl Stats {
             m.entries.with_label_values(&[label]).inc_by(entries);
         }
         if status == Status::Rejected {
-            let r: String = reason.unwrap_or("").chars().take(200).collect();
-            *self.lock().rejected_reasons.entry(r).or_default() += 1;
+            let key = reason_key(reason.unwrap_or(""));
+            let mut g = self.lock();
+            // A summary, not a log: reasons that differ only in numbers
+            // (timestamps, counts) share a key, and the number of keys is
+            // bounded whatever the server writes.
+            let key = if g.rejected_reasons.len() >= MAX_REASONS
+                && !g.rejected_reasons.contains_key(&key)
+            {
+                "(other reasons)".to_string()
+            } else {
+                key
+            };
+            *g.rejected_reasons.entry(key).or_default() += 1;
         }
     }
 
@@ -176,6 +187,26 @@ impl Stats {
     pub fn rejected_reasons(&self) -> BTreeMap<String, u64> {
         self.lock().rejected_reasons.clone()
     }
+}
+
+const MAX_REASONS: usize = 20;
+
+/// A rejection reason with digit runs replaced by `N`, at most 200 chars.
+fn reason_key(reason: &str) -> String {
+    let mut out = String::new();
+    let mut in_digits = false;
+    for c in reason.chars().take(200) {
+        if c.is_ascii_digit() {
+            if !in_digits {
+                out.push('N');
+            }
+            in_digits = true;
+        } else {
+            out.push(c);
+            in_digits = false;
+        }
+    }
+    out
 }
 
 /// Latency percentiles in milliseconds.
@@ -324,6 +355,31 @@ mod tests {
         assert_eq!(st["204"], 100);
         assert_eq!(st["transport"], 1);
         assert_eq!(s.entries_acked.load(Relaxed), 100);
+    }
+
+    #[test]
+    fn rejection_reasons_are_a_bounded_summary() {
+        let s = Stats::default();
+        use crate::manifest::Status;
+        for i in 0..100 {
+            s.record_outcome(
+                Status::Rejected,
+                1,
+                Some(&format!(
+                    "HTTP 400: entry {i} too old at {}",
+                    1_700_000_000 + i
+                )),
+            );
+            s.record_outcome(
+                Status::Rejected,
+                1,
+                Some(&format!("odd reason {}", "x".repeat(i))),
+            );
+        }
+        let r = s.rejected_reasons();
+        assert_eq!(r["HTTP N: entry N too old at N"], 100);
+        assert!(r.len() <= MAX_REASONS + 1, "{}", r.len());
+        assert_eq!(r.values().sum::<u64>(), 200);
     }
 
     #[test]

@@ -120,6 +120,45 @@ impl Schedule {
         }
     }
 
+    /// Units due by `t` after the start (the integral of the rate), or
+    /// None once the schedule has ended (stages only).
+    pub fn area(&self, t: Duration) -> Option<f64> {
+        let t = t.as_secs_f64();
+        match self {
+            Schedule::Steps { interval, rates } => {
+                let step = interval.as_secs_f64();
+                let cycle = step * rates.len() as f64;
+                let per_cycle: f64 = rates.iter().sum::<f64>() * step;
+                let cycles = (t / cycle).floor();
+                let mut left = t - cycles * cycle;
+                let mut area = cycles * per_cycle;
+                for r in rates {
+                    let d = left.min(step);
+                    area += r * d;
+                    left -= d;
+                    if left <= 0.0 {
+                        break;
+                    }
+                }
+                Some(area)
+            }
+            Schedule::Stages(stages) => {
+                let (mut from, mut left, mut area) = (0.0, t, 0.0);
+                for s in stages {
+                    let d = s.duration.as_secs_f64();
+                    if left < d {
+                        let to = from + (s.target - from) * (left / d);
+                        return Some(area + (from + to) / 2.0 * left);
+                    }
+                    area += (from + s.target) / 2.0 * d;
+                    left -= d;
+                    from = s.target;
+                }
+                (left <= 0.0).then_some(area)
+            }
+        }
+    }
+
     /// The target rate at `t` after the start, or None once the schedule
     /// has ended (stages only).
     pub fn rate_at(&self, t: Duration) -> Option<f64> {
@@ -182,10 +221,12 @@ pub struct Pacer {
     chunk: u32,
     clock: DefaultClock,
     start: Instant,
+    /// Units let through by a schedule so far.
+    sent: f64,
 }
 
-/// Schedules are followed in segments this long: the limiter is rebuilt
-/// when the target changes between segments.
+/// The longest single wait while following a schedule, so changes of
+/// rate (and the end of a rate-0 step) are noticed promptly.
 const SEGMENT: Duration = Duration::from_millis(100);
 
 impl Pacer {
@@ -197,6 +238,7 @@ impl Pacer {
             chunk: 1,
             clock: DefaultClock::default(),
             start: Instant::now(),
+            sent: 0.0,
         };
         match p.spec.clone() {
             RateSpec::Entries { rate, burst } | RateSpec::Bytes { rate, burst } => {
@@ -247,7 +289,10 @@ impl Pacer {
             None => (headroom.max(chunk), true),
         };
         self.chunk = chunk;
-        let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+        // A rate so low that its period overflows is a pause of a day.
+        let period = Duration::try_from_secs_f64(1.0 / rate)
+            .unwrap_or(Duration::from_secs(86_400))
+            .max(Duration::from_nanos(1));
         self.limiter = Quota::with_period(period).map(|q| {
             let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
             let lim = RateLimiter::direct(q.allow_burst(burst));
@@ -261,22 +306,25 @@ impl Pacer {
     /// Asks to let `units` through (at most a few chunks); counts them if Go.
     pub fn poll(&mut self, units: u32) -> Pace {
         if let RateSpec::Schedule(s) = &self.spec {
+            // A schedule is followed by its integral: the units due by now.
+            // Being behind (a late wake-up, a slow reader) is made up, and a
+            // ramp delivers exactly its area.
             let elapsed = self.start.elapsed();
-            let Some(rate) = s.rate_at(elapsed) else {
+            let (Some(due), Some(rate)) = (s.area(elapsed), s.rate_at(elapsed)) else {
                 return Pace::Done;
             };
-            // Follow ramps in short constant segments.
-            let seg_start = Duration::from_nanos(
-                (elapsed.as_nanos() / SEGMENT.as_nanos() * SEGMENT.as_nanos()) as u64,
-            );
-            let seg_rate = s.rate_at(seg_start).unwrap_or(rate);
-            if (seg_rate - self.built_for).abs() > f64::EPSILON || self.built_for.is_nan() {
-                self.build(seg_rate, None);
+            self.chunk = ((rate / 1000.0) as u32).clamp(1, 65_536);
+            let want = self.sent + units as f64;
+            if want <= due + 1e-9 {
+                self.sent = want;
+                return Pace::Go;
             }
-            if self.limiter.is_none() {
-                // Rate 0: hold until the schedule moves on.
-                return Pace::Wait(SEGMENT - (elapsed - seg_start));
-            }
+            let wait = if rate > 0.0 {
+                Duration::from_secs_f64(((want - due) / rate).min(SEGMENT.as_secs_f64()))
+            } else {
+                SEGMENT
+            };
+            return Pace::Wait(wait.max(Duration::from_micros(100)));
         }
         let Some(lim) = &self.limiter else {
             return Pace::Go;
@@ -368,6 +416,27 @@ mod tests {
             "a 1000/s limiter with burst 10 must ask to wait within 50 immediate polls"
         );
         assert!((10..=12).contains(&went), "{went}");
+    }
+
+    #[test]
+    fn schedule_areas_are_the_integral_of_the_rate() {
+        let steps = Schedule::parse(r#"{"update_interval": 2, "schedule": [10, 0, 5]}"#).unwrap();
+        assert_eq!(steps.area(Duration::from_secs(1)), Some(10.0));
+        assert_eq!(
+            steps.area(Duration::from_secs(4)),
+            Some(20.0),
+            "the rate-0 step adds nothing"
+        );
+        assert_eq!(steps.area(Duration::from_secs(6)), Some(30.0));
+        assert_eq!(steps.area(Duration::from_secs(7)), Some(40.0), "cycles");
+        let ramp = Schedule::parse(
+            r#"{"stages":[{"duration":"10s","target":100},{"duration":"5s","target":100}]}"#,
+        )
+        .unwrap();
+        assert_eq!(ramp.area(Duration::from_secs(10)), Some(500.0));
+        assert_eq!(ramp.area(Duration::from_secs(5)), Some(125.0));
+        assert_eq!(ramp.area(Duration::from_secs(15)), Some(1000.0));
+        assert_eq!(ramp.area(Duration::from_secs(16)), None);
     }
 
     #[test]

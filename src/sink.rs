@@ -49,11 +49,16 @@ impl Target {
 
 /// Appends `/loki/api/v1/push` to a base URL unless the path is already there.
 pub fn loki_push_url(base: &str) -> String {
-    let b = base.trim_end_matches('/');
-    if b.ends_with("/loki/api/v1/push") {
-        b.to_string()
-    } else {
-        format!("{b}/loki/api/v1/push")
+    match reqwest::Url::parse(base) {
+        Ok(mut u) => {
+            let path = u.path().trim_end_matches('/').to_string();
+            if !path.ends_with("/loki/api/v1/push") {
+                u.set_path(&format!("{path}/loki/api/v1/push"));
+            }
+            u.to_string()
+        }
+        // Left as given: the caller reports the invalid URL.
+        Err(_) => base.to_string(),
     }
 }
 
@@ -86,6 +91,9 @@ enum Attempt {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub status: Status,
+    /// Every attempt got an answer, and every answer was an error (5xx or
+    /// 429): the store is up but refuses everything.
+    pub only_error_answers: bool,
     pub attempts: u32,
     /// Acknowledged, but an earlier attempt may also have been written.
     pub maybe_duplicated: bool,
@@ -179,6 +187,20 @@ impl Sender {
                 if resp.status().is_success() {
                     return Attempt::Acked(code);
                 }
+                // Redirects are not followed (a POST re-sent as a GET would
+                // "succeed" without its body): the URL is wrong.
+                if resp.status().is_redirection() {
+                    let to = resp
+                        .headers()
+                        .get("location")
+                        .and_then(|v| v.to_str().ok())
+                        .map(crate::http::redact_url)
+                        .unwrap_or_default();
+                    return Attempt::Rejected {
+                        code,
+                        reason: format!("HTTP {code}: redirected to {to}; give the final URL"),
+                    };
+                }
                 let text = resp.text().await.unwrap_or_default();
                 let reason = format!("HTTP {code}: {}", summarize(&text));
                 if code == 429 || code >= 500 {
@@ -197,6 +219,9 @@ impl Sender {
             Err(e) => {
                 // Only a failed connect proves nothing was sent.
                 let ambiguous = !e.is_connect();
+                // reqwest puts the URL in its messages; its query string may
+                // hold a secret, so name the redacted URL instead.
+                let e = e.without_url();
                 Attempt::Retry {
                     code: None,
                     reason: format!(
@@ -207,7 +232,7 @@ impl Sender {
                             "transport error"
                         },
                         crate::exit::describe(&e)
-                    ),
+                    ) + &format!(" ({})", self.target.display_url()),
                     ambiguous,
                     retry_after: None,
                 }
@@ -248,6 +273,7 @@ impl Sender {
         let first = Instant::now();
         let mut attempts = 0u32;
         let mut ambiguous_before = false;
+        let mut only_error_answers = true;
         let mut delay = policy.min_delay;
         loop {
             attempts += 1;
@@ -262,6 +288,7 @@ impl Sender {
             let Some(outcome) = outcome else {
                 return Delivery {
                     status: Status::Unknown,
+                    only_error_answers: false,
                     attempts,
                     maybe_duplicated: false,
                     reason: Some("abandoned in flight at shutdown".into()),
@@ -273,6 +300,7 @@ impl Sender {
                     stats.record_response(Some(code), elapsed, entries, body.len() as u64);
                     return Delivery {
                         status: Status::Ok,
+                        only_error_answers: false,
                         attempts,
                         maybe_duplicated: ambiguous_before,
                         reason: None,
@@ -282,6 +310,7 @@ impl Sender {
                     stats.record_response(Some(code), elapsed, 0, 0);
                     return Delivery {
                         status: Status::Rejected,
+                        only_error_answers: false,
                         attempts,
                         maybe_duplicated: false,
                         reason: Some(reason),
@@ -295,6 +324,7 @@ impl Sender {
                 } => {
                     stats.record_response(code, elapsed, 0, 0);
                     ambiguous_before |= ambiguous;
+                    only_error_answers &= code.is_some();
                     let jittered = jitter(delay);
                     let wait = retry_after.map_or(jittered, |ra| ra.max(jittered));
                     delay = (delay * 2).min(policy.max_delay);
@@ -304,11 +334,14 @@ impl Sender {
                         } else {
                             Status::Failed
                         },
+                        only_error_answers,
                         attempts,
                         maybe_duplicated: false,
                         reason: Some(why),
                     };
-                    if first.elapsed() + wait > policy.deadline {
+                    // A Retry-After past the deadline (or absurdly large)
+                    // means giving up now, not overflowing.
+                    if first.elapsed().saturating_add(wait) > policy.deadline {
                         return give_up(format!("gave up after {attempts} attempts: {reason}"));
                     }
                     stats.record_retry();
@@ -382,6 +415,10 @@ mod tests {
         assert_eq!(
             loki_push_url("http://h:3100/loki/api/v1/push"),
             "http://h:3100/loki/api/v1/push"
+        );
+        assert_eq!(
+            loki_push_url("http://h:3100/gw/?x=1"),
+            "http://h:3100/gw/loki/api/v1/push?x=1"
         );
     }
 

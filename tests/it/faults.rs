@@ -140,7 +140,7 @@ fn twenty_percent_transient_failures_end_acknowledged_once_and_verified() {
                 "--manifest",
                 s(&man),
                 "--fragment-size",
-                "50",
+                "20",
                 "--fragments-per-message",
                 "2",
                 "--retry-min-delay",

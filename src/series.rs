@@ -1,0 +1,226 @@
+//! The series a push has seen: interning of label sets, per-series order
+//! bookkeeping, and eviction of idle series so that series churn (label
+//! values that keep changing, as `looker-gen --churn-every` makes) does not
+//! grow memory without bound.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::{xxh3_64, Xxh3Builder};
+
+use crate::batch::Series;
+use crate::labels::LabelSet;
+use crate::manifest::SeriesKey;
+use crate::record::{self, Mode, RecordError};
+
+/// The latest timestamp of a series and the hashes of its entries there.
+#[derive(Debug)]
+pub struct Latest {
+    pub max_ts: i64,
+    pub at_max: Vec<u64>,
+}
+
+impl Latest {
+    fn new() -> Latest {
+        Latest {
+            max_ts: i64::MIN,
+            at_max: Vec::new(),
+        }
+    }
+}
+
+/// Series by id; ids of evicted series are reused.
+pub struct SeriesTable {
+    /// Keyed by the labels object as written; hashed with xxh3 because
+    /// this lookup runs once per entry on strings of 100+ bytes.
+    by_json: HashMap<Box<str>, u32, Xxh3Builder>,
+    /// Keyed by the xxh3 of the canonical labels JSON; the series' own
+    /// labels settle a collision, so label sets are not stored twice.
+    by_labels: HashMap<u64, Vec<u32>>,
+    series: Vec<Option<Arc<Series>>>,
+    /// Per series, to refuse input that stores would drop or reorder.
+    pub last: Vec<Latest>,
+    /// Per series, the clock value (see [`SeriesTable::tick`]) it was last used.
+    last_used: Vec<u32>,
+    free: Vec<u32>,
+    lanes: usize,
+    clock: u32,
+}
+
+/// Above this many live series, idle ones are evicted.
+pub const MAX_LIVE: usize = 10_000;
+
+impl SeriesTable {
+    pub fn new(lanes: usize) -> SeriesTable {
+        SeriesTable {
+            by_json: HashMap::with_hasher(Xxh3Builder::new()),
+            by_labels: HashMap::new(),
+            series: Vec::new(),
+            last: Vec::new(),
+            last_used: Vec::new(),
+            free: Vec::new(),
+            lanes: lanes.max(1),
+            clock: 0,
+        }
+    }
+
+    /// The id of the series whose labels object is `labels_json`.
+    pub fn intern(&mut self, labels_json: &str, mode: Mode) -> Result<u32, RecordError> {
+        if let Some(&id) = self.by_json.get(labels_json) {
+            self.last_used[id as usize] = self.clock;
+            return Ok(id);
+        }
+        let labels = record::parse_labels(labels_json, mode)?;
+        let id = self.intern_set(labels);
+        self.by_json.insert(labels_json.into(), id);
+        Ok(id)
+    }
+
+    fn find(&self, hash: u64, labels: &LabelSet) -> Option<u32> {
+        self.by_labels
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&id| self.get(id).is_some_and(|s| &s.key.labels == labels))
+    }
+
+    pub fn intern_set(&mut self, labels: LabelSet) -> u32 {
+        let key = SeriesKey::new(labels);
+        let hash = xxh3_64(key.labels_json.as_bytes());
+        if let Some(id) = self.find(hash, &key.labels) {
+            self.last_used[id as usize] = self.clock;
+            return id;
+        }
+        let labels = key.labels.clone();
+        // The lane follows from the labels, not the id: a series evicted
+        // and seen again goes to the lane its earlier fragments went to, so
+        // they are still sent in order.
+        let lane = (hash % self.lanes as u64) as usize;
+        let series = Arc::new(Series {
+            selector: labels.to_selector(),
+            key: Arc::new(key),
+            lane,
+        });
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.series[id as usize] = Some(series);
+                self.last[id as usize] = Latest::new();
+                self.last_used[id as usize] = self.clock;
+                id
+            }
+            None => {
+                self.series.push(Some(series));
+                self.last.push(Latest::new());
+                self.last_used.push(self.clock);
+                (self.series.len() - 1) as u32
+            }
+        };
+        self.by_labels.entry(hash).or_default().push(id);
+        id
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Arc<Series>> {
+        self.series.get(id as usize).and_then(Option::as_ref)
+    }
+
+    pub fn live(&self) -> usize {
+        self.series.len() - self.free.len()
+    }
+
+    /// Advances the clock that idleness is measured in.
+    pub fn tick(&mut self, now: u32) {
+        self.clock = now;
+    }
+
+    /// When more than [`MAX_LIVE`] series are known, forgets the least
+    /// recently used ones down to half that, except those `busy` says still
+    /// have entries waiting. Forgetting is safe for what gets recorded: a
+    /// series seen again gets its lane back (the lane follows from its
+    /// labels), and only its input checks (metric order, repeats at the
+    /// latest timestamp) start afresh; a store then judges such entries and
+    /// the manifest records its answer.
+    pub fn evict(&mut self, busy: impl Fn(u32) -> bool) -> usize {
+        if self.live() <= MAX_LIVE {
+            return 0;
+        }
+        let mut idle: Vec<(u32, u32)> = (0..self.series.len() as u32)
+            .filter(|&id| self.series[id as usize].is_some() && !busy(id))
+            .map(|id| (self.last_used[id as usize], id))
+            .collect();
+        idle.sort_unstable();
+        let excess = self.live().saturating_sub(MAX_LIVE / 2);
+        let mut gone = vec![false; self.series.len()];
+        let mut n = 0;
+        for &(_, id) in idle.iter().take(excess) {
+            self.series[id as usize] = None;
+            self.last[id as usize] = Latest::new();
+            self.free.push(id);
+            gone[id as usize] = true;
+            n += 1;
+        }
+        if n > 0 {
+            self.by_json.retain(|_, id| !gone[*id as usize]);
+            self.by_labels.retain(|_, ids| {
+                ids.retain(|id| !gone[*id as usize]);
+                !ids.is_empty()
+            });
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(i: usize) -> LabelSet {
+        LabelSet::new(vec![("s".into(), format!("v{i}"))]).unwrap()
+    }
+
+    #[test]
+    fn the_same_labels_get_the_same_id_and_lane() {
+        let mut t = SeriesTable::new(7);
+        let a = t.intern(r#"{"s":"v1"}"#, Mode::Logs).unwrap();
+        let b = t.intern(r#"{ "s" : "v1" }"#, Mode::Logs).unwrap();
+        assert_eq!(a, b, "differently written, same series");
+        assert_ne!(a, t.intern_set(labels(2)));
+    }
+
+    fn id_of(t: &SeriesTable, l: LabelSet) -> u32 {
+        t.find(
+            xxh3_64(SeriesKey::new(l.clone()).labels_json.as_bytes()),
+            &l,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn above_the_limit_the_least_recently_used_go_and_come_back_on_their_lane() {
+        let mut t = SeriesTable::new(5);
+        for i in 0..MAX_LIVE {
+            t.tick(i as u32);
+            t.intern_set(labels(i));
+        }
+        assert_eq!(t.evict(|_| false), 0, "at the limit nothing goes");
+        let first = id_of(&t, labels(0));
+        let lane_of_first = t.get(first).unwrap().lane;
+        let busy = id_of(&t, labels(1)); // old, but entries still wait
+        t.tick(MAX_LIVE as u32);
+        t.intern_set(labels(MAX_LIVE)); // one over the limit
+        let evicted = t.evict(|id| id == busy);
+        assert_eq!(t.live(), MAX_LIVE / 2);
+        assert_eq!(evicted, MAX_LIVE + 1 - MAX_LIVE / 2);
+        assert!(t.get(busy).is_some(), "a busy series stays");
+        assert!(
+            t.get(id_of(&t, labels(MAX_LIVE))).is_some(),
+            "the newest stay"
+        );
+        let back = t.intern_set(labels(0));
+        assert_eq!(
+            t.get(back).unwrap().lane,
+            lane_of_first,
+            "an evicted series returns to its lane"
+        );
+        assert!(t.series.len() <= MAX_LIVE + 1, "ids are reused");
+    }
+}
