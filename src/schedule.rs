@@ -7,7 +7,9 @@
 //!   ramps linearly from the previous target (0 at first) to each target
 //!   over its duration; the run ends after the last stage.
 //!
-//! Rates are enforced with `governor`. Pacing only delays; it never drops.
+//! Fixed rates are enforced with `governor`; a schedule by its integral
+//! (the units due so far), which keeps ramps exact. Pacing only delays; it
+//! never drops.
 
 use std::num::NonZeroU32;
 use std::path::Path;
