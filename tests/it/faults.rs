@@ -2,7 +2,6 @@
 //! through the fault-injecting proxy, and signals during a push.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,10 +11,6 @@ use crate::support::faultproxy::{Fault, FaultPlan, FaultProxy};
 use crate::support::loki::{LokiConfig, LokiServer};
 use crate::support::servers::{Prometheus, VictoriaMetrics};
 use crate::util::*;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 fn verify(args: &[&str]) -> (i32, serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();

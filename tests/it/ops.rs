@@ -6,24 +6,13 @@
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, ExitStatus, Output, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::support::servers::http_get;
 use crate::util::*;
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn verify(args: &[&str]) -> Output {
-    bin("looker-verify")
-        .args(args)
-        .output()
-        .expect("run looker-verify")
-}
 
 fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("file written")).expect("JSON file")

@@ -6,45 +6,10 @@
 //! The others pin down subtle behaviour that is right today.
 
 use std::path::Path;
-use std::process::Output;
 
 use crate::support::loki::{LokiConfig, LokiServer};
 use crate::support::servers::VictoriaMetrics;
 use crate::util::*;
-
-fn verify(args: &[&str]) -> Output {
-    bin("looker-verify")
-        .args(args)
-        .output()
-        .expect("run looker-verify")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn report(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).expect("report written")).expect("report is JSON")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn now_ms() -> i64 {
-    looker::timefmt::now_ns() / 1_000_000
-}
-
-fn log_rec(labels: &str, ts: i64, line: &str) -> String {
-    format!(
-        "{{\"labels\":{labels},\"ts\":\"{ts}\",\"line\":{}}}\n",
-        serde_json::to_string(line).unwrap()
-    )
-}
-
-fn metric_rec(labels: &str, ts: i64, value: &str) -> String {
-    format!("{{\"labels\":{labels},\"ts\":{ts},\"value\":{value}}}\n")
-}
 
 /// Every finding as (kind, discrepancy).
 fn kinds(r: &serde_json::Value) -> Vec<(String, bool)> {

@@ -16,25 +16,6 @@ use crate::support::faultproxy::{Fault, FaultPlan, FaultProxy};
 use crate::support::loki::{LokiConfig, LokiServer};
 use crate::util::*;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn now_ms() -> i64 {
-    looker::timefmt::now_ns() / 1_000_000
-}
-
-fn log_rec(labels: &str, ts: i64, line: &str) -> String {
-    format!(
-        "{{\"labels\":{labels},\"ts\":\"{ts}\",\"line\":{}}}\n",
-        serde_json::to_string(line).unwrap()
-    )
-}
-
-fn metric_rec(labels: &str, ts: i64, value: &str) -> String {
-    format!("{{\"labels\":{labels},\"ts\":{ts},\"value\":{value}}}\n")
-}
-
 /// What a bounded run of a binary produced.
 struct Run {
     status: Option<ExitStatus>,

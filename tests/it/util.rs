@@ -101,3 +101,42 @@ pub fn http_post(base: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+/// A path as the &str a command line wants.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs looker-verify and returns its output.
+pub fn verify(args: &[&str]) -> Output {
+    bin("looker-verify")
+        .args(args)
+        .output()
+        .expect("run looker-verify")
+}
+
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// A JSON report written by a tool.
+pub fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report written")).expect("report is JSON")
+}
+
+pub fn now_ms() -> i64 {
+    looker::timefmt::now_ns() / 1_000_000
+}
+
+/// One log record in the record format.
+pub fn log_rec(labels: &str, ts: i64, line: &str) -> String {
+    format!(
+        "{{\"labels\":{labels},\"ts\":\"{ts}\",\"line\":{}}}\n",
+        serde_json::to_string(line).unwrap()
+    )
+}
+
+/// One metric record in the record format.
+pub fn metric_rec(labels: &str, ts: i64, value: &str) -> String {
+    format!("{{\"labels\":{labels},\"ts\":{ts},\"value\":{value}}}\n")
+}

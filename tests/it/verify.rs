@@ -3,31 +3,10 @@
 //! VictoriaMetrics; usage and access errors.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Output;
 
 use crate::support::loki::{LokiConfig, LokiServer};
 use crate::support::servers::{Prometheus, VictoriaMetrics};
 use crate::util::*;
-
-fn verify(args: &[&str]) -> Output {
-    bin("looker-verify")
-        .args(args)
-        .output()
-        .expect("run looker-verify")
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn report(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).expect("report written")).expect("report is JSON")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
 
 #[test]
 fn file_sink_ok_then_a_deleted_line_is_missing_at_its_timestamp() {
