@@ -796,7 +796,7 @@ impl BatchState<'_> {
         // at the series' latest timestamp is stored once by Loki and
         // Prometheus: push it once, so the manifest counts what a store
         // can hold.
-        if ts == last.max_ts && last.at_max.contains(&hash) {
+        if ts == last.max_ts && last.has(hash) {
             self.stats.duplicates_skipped.fetch_add(1, Relaxed);
             return Ok(());
         }
@@ -806,13 +806,7 @@ impl BatchState<'_> {
                 last.max_ts
             )));
         }
-        if ts > last.max_ts {
-            last.max_ts = ts;
-            last.at_max.clear();
-        }
-        if ts == last.max_ts {
-            last.at_max.push(hash);
-        }
+        last.take(ts, hash);
         self.pace(orig_ts, unit, &payload);
         let Some(series) = self.table.get(id).cloned() else {
             return Err(RecordError::Json("internal error: unknown series".into()));

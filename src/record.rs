@@ -177,15 +177,38 @@ fn parse_ts(raw: &str, mode: Mode) -> Result<i64, RecordError> {
     Ok(ns.div_euclid(mode.ns_per_unit()))
 }
 
+/// The pairs of a JSON object in document order, duplicates kept, so a
+/// repeated name is reported rather than silently resolved.
+struct Pairs(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of strings")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Pairs, A::Error> {
+                let mut v = Vec::new();
+                while let Some(kv) = m.next_entry::<String, String>()? {
+                    v.push(kv);
+                }
+                Ok(Pairs(v))
+            }
+        }
+        de.deserialize_map(V)
+    }
+}
+
 /// Parses and validates a labels object (the slow path, once per series).
 pub fn parse_labels(labels_json: &str, mode: Mode) -> Result<LabelSet, RecordError> {
-    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(labels_json)
-        .map_err(|e| {
-            RecordError::Labels(LabelError::Malformed(format!(
-                "\"labels\" must be an object of strings ({e})"
-            )))
-        })?;
-    let set = LabelSet::new(map.into_iter().collect())?;
+    let Pairs(pairs) = serde_json::from_str(labels_json).map_err(|e| {
+        RecordError::Labels(LabelError::Malformed(format!(
+            "\"labels\" must be an object of strings ({e})"
+        )))
+    })?;
+    let set = LabelSet::new(pairs)?;
     if mode == Mode::Metrics && set.get("__name__").is_none() {
         return Err(RecordError::Labels(LabelError::NoMetricName));
     }
@@ -335,6 +358,8 @@ mod tests {
         assert!(parse_labels(r#"{"a":1}"#, Mode::Logs).is_err());
         assert!(parse_labels(r#"{"a":"1"}"#, Mode::Metrics).is_err());
         assert!(parse_labels(r#"{"__name__":"m","a":"1"}"#, Mode::Metrics).is_ok());
+        let dup = parse_labels(r#"{"a":"1","a":"2"}"#, Mode::Logs).unwrap_err();
+        assert!(dup.to_string().contains("duplicate label name"), "{dup}");
     }
 
     #[test]

@@ -17,7 +17,10 @@ use crate::record::{self, Mode, RecordError};
 #[derive(Debug)]
 pub struct Latest {
     pub max_ts: i64,
-    pub at_max: Vec<u64>,
+    /// Usually one entry; a set once many share the timestamp, so the
+    /// check stays linear in the input.
+    at_max: Vec<u64>,
+    many: Option<std::collections::HashSet<u64>>,
 }
 
 impl Latest {
@@ -25,6 +28,38 @@ impl Latest {
         Latest {
             max_ts: i64::MIN,
             at_max: Vec::new(),
+            many: None,
+        }
+    }
+
+    /// Whether an entry with this hash was taken at `max_ts`.
+    pub fn has(&self, hash: u64) -> bool {
+        match &self.many {
+            Some(set) => set.contains(&hash),
+            None => self.at_max.contains(&hash),
+        }
+    }
+
+    /// Records an entry taken at `ts` (older timestamps are not tracked).
+    pub fn take(&mut self, ts: i64, hash: u64) {
+        if ts > self.max_ts {
+            self.max_ts = ts;
+            self.at_max.clear();
+            self.many = None;
+        }
+        if ts != self.max_ts {
+            return;
+        }
+        match &mut self.many {
+            Some(set) => {
+                set.insert(hash);
+            }
+            None if self.at_max.len() >= 32 => {
+                let mut set: std::collections::HashSet<u64> = self.at_max.drain(..).collect();
+                set.insert(hash);
+                self.many = Some(set);
+            }
+            None => self.at_max.push(hash),
         }
     }
 }
@@ -175,6 +210,20 @@ mod tests {
 
     fn labels(i: usize) -> LabelSet {
         LabelSet::new(vec![("s".into(), format!("v{i}"))]).unwrap()
+    }
+
+    #[test]
+    fn repeats_at_the_latest_timestamp_are_recognised_however_many() {
+        let mut l = Latest::new();
+        for h in 0..1000u64 {
+            assert!(!l.has(h));
+            l.take(5, h);
+        }
+        assert!((0..1000).all(|h| l.has(h)));
+        l.take(4, 5000); // older: not tracked
+        assert!(!l.has(5000));
+        l.take(6, 1);
+        assert!(l.has(1) && !l.has(2), "a newer timestamp starts afresh");
     }
 
     #[test]

@@ -76,7 +76,15 @@ pub fn parse_rfc3339_ns(s: &str) -> Result<i64, TimeError> {
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = match mo {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(err()),
+    };
+    if !(1..=days_in_month).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return Err(err());
     }
     let mut i = 19;
@@ -103,6 +111,9 @@ pub fn parse_rfc3339_ns(s: &str) -> Result<i64, TimeError> {
         Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
+            if oh > 23 || om > 59 {
+                return Err(err());
+            }
             let o = oh * 3600 + om * 60;
             if sign == b'+' {
                 o
@@ -161,6 +172,10 @@ mod tests {
             500_000_000
         );
         assert!(parse_rfc3339_ns("2024-13-01T00:00:00Z").is_err());
+        assert!(parse_rfc3339_ns("2024-02-30T00:00:00Z").is_err());
+        assert!(parse_rfc3339_ns("2023-02-29T00:00:00Z").is_err());
+        assert!(parse_rfc3339_ns("2000-02-29T00:00:00Z").is_ok());
+        assert!(parse_rfc3339_ns("2024-01-01T00:00:00+99:99").is_err());
         assert!(parse_rfc3339_ns("2024-01-01 00:00:00").is_err());
     }
 
