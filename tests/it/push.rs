@@ -627,3 +627,107 @@ fn an_unreachable_store_ends_the_push_instead_of_retrying_every_message() {
     let text = std::fs::read_to_string(&man).unwrap();
     assert!(text.contains("not sent: the push stopped"), "{text}");
 }
+
+#[test]
+fn tenant_auth_and_headers_are_sent_and_secrets_stay_out_of_every_record() {
+    let loki = LokiServer::start(LokiConfig {
+        auth_enabled: true,
+        ..LokiConfig::default()
+    });
+    let proxy = FaultProxy::start(&loki.url(), FaultPlan::always(Fault::Forward));
+    let dir = tempfile::tempdir().unwrap();
+    let (man, rep, token) = (
+        dir.path().join("m"),
+        dir.path().join("r.json"),
+        dir.path().join("token"),
+    );
+    std::fs::write(&token, "s3cr3t-t0ken\n").unwrap();
+    let input = gen(&[
+        "--seed",
+        "3",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "2",
+        "--count",
+        "300",
+    ]);
+    let o = push(
+        &[
+            "--loki",
+            &proxy.url(),
+            "--tenant",
+            "team-a",
+            "--bearer-token-file",
+            token.to_str().unwrap(),
+            "--header",
+            "X-Test: yes",
+            "--manifest",
+            man.to_str().unwrap(),
+            "--report",
+            rep.to_str().unwrap(),
+        ],
+        &input,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(loki.entry_count_in("team-a"), 600);
+    let pushes: Vec<_> = proxy
+        .log()
+        .into_iter()
+        .filter(|e| e.path.contains("push"))
+        .collect();
+    assert!(!pushes.is_empty());
+    for e in &pushes {
+        assert_eq!(e.header("x-scope-orgid"), Some("team-a"));
+        assert_eq!(e.header("authorization"), Some("Bearer s3cr3t-t0ken"));
+        assert_eq!(e.header("x-test"), Some("yes"));
+    }
+    for text in [
+        std::fs::read_to_string(&man).unwrap(),
+        std::fs::read_to_string(&rep).unwrap(),
+        stderr(&o),
+    ] {
+        assert!(!text.contains("s3cr3t"), "a secret leaked: {text}");
+    }
+    // The same tenant reads it back; no tenant cannot.
+    let ok = bin("looker-verify")
+        .args([
+            "--manifest",
+            man.to_str().unwrap(),
+            "--loki",
+            &loki.url(),
+            "--tenant",
+            "team-a",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    let denied = bin("looker-verify")
+        .args(["--manifest", man.to_str().unwrap(), "--loki", &loki.url()])
+        .output()
+        .unwrap();
+    assert_eq!(denied.status.code(), Some(2), "{}", stderr(&denied));
+    assert!(stderr(&denied).contains("no org id"), "{}", stderr(&denied));
+}
+
+#[test]
+fn an_unusable_ca_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let o = push(
+        &[
+            "--loki",
+            "https://127.0.0.1:1",
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--ca-file") && stderr(&o).contains("ca.pem"),
+        "{}",
+        stderr(&o)
+    );
+}
