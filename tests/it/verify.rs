@@ -451,3 +451,65 @@ fn victoriametrics_deleted_series_is_named_exactly() {
     let lost: u64 = f.iter().map(|f| f["expected"].as_u64().unwrap()).sum();
     assert_eq!(lost, 120);
 }
+
+#[test]
+fn sample_series_checks_a_seeded_subset() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--seed",
+        "21",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "10",
+        "--count",
+        "100",
+    ]);
+    let (out, man) = (dir.path().join("out.ndjson"), dir.path().join("m.ndjson"));
+    let o = push(&["--file", s(&out), "--manifest", s(&man), "-q"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Damage every series: each loses its first entry.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            !seen.insert(v["labels"]["series"].as_str().unwrap().to_string())
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&out, kept).unwrap();
+    let run = |seed: &str| {
+        let rep = dir.path().join(format!("r{seed}.json"));
+        let o = verify(&[
+            "--manifest",
+            s(&man),
+            "--file",
+            s(&out),
+            "--sample-series",
+            "4",
+            "--seed",
+            seed,
+            "--report",
+            s(&rep),
+            "--quiet",
+        ]);
+        assert_eq!(code(&o), 1);
+        let r = report(&rep);
+        assert_eq!(r["series_checked"], 4);
+        let mut names: Vec<String> = r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["series"]["series"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let a = run("1");
+    assert_eq!(a.len(), 4, "one finding series per sampled series: {a:?}");
+    assert_eq!(a, run("1"), "the same seed picks the same series");
+    assert_ne!(a, run("2"), "another seed picks others");
+}
