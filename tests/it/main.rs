@@ -5,6 +5,7 @@
 mod support;
 
 mod faults;
+mod fixtures;
 mod gen;
 mod infra;
 mod loki_server;
