@@ -13,5 +13,6 @@ mod ops;
 mod push;
 mod review;
 mod review2;
+mod tls;
 mod util;
 mod verify;
