@@ -50,6 +50,14 @@ impl Store {
             _ => "/api/v1/write",
         }
     }
+    /// The push URL through `proxy`: Loki takes a base URL, remote write
+    /// the write path.
+    fn push_url_via(&self, proxy: &FaultProxy) -> String {
+        match self {
+            Store::Loki(_) => proxy.url(),
+            _ => format!("{}/api/v1/write", proxy.url()),
+        }
+    }
     fn push_flag(&self) -> &'static str {
         match self {
             Store::Loki(_) => "--loki",
@@ -124,10 +132,7 @@ fn twenty_percent_transient_failures_end_acknowledged_once_and_verified() {
         let n = input.iter().filter(|&&b| b == b'\n').count() as u64;
         let dir = tempfile::tempdir().unwrap();
         let man = dir.path().join("m.ndjson");
-        let push_url = match store {
-            Store::Loki(_) => proxy.url(),
-            _ => format!("{}/api/v1/write", proxy.url()),
-        };
+        let push_url = store.push_url_via(&proxy);
         let o = push(
             &[
                 store.push_flag(),
@@ -237,10 +242,7 @@ fn silent_loss_is_reported_exactly() {
         let input = store.input("22");
         let dir = tempfile::tempdir().unwrap();
         let man = dir.path().join("m.ndjson");
-        let push_url = match store {
-            Store::Loki(_) => proxy.url(),
-            _ => format!("{}/api/v1/write", proxy.url()),
-        };
+        let push_url = store.push_url_via(&proxy);
         let o = push(
             &[
                 store.push_flag(),
@@ -310,10 +312,7 @@ fn timeout_after_forwarding_is_unknown_and_verified_present_not_lost() {
         let input = store.input("23");
         let dir = tempfile::tempdir().unwrap();
         let man = dir.path().join("m.ndjson");
-        let push_url = match store {
-            Store::Loki(_) => proxy.url(),
-            _ => format!("{}/api/v1/write", proxy.url()),
-        };
+        let push_url = store.push_url_via(&proxy);
         // No time to retry: the timed-out message stays unknown.
         let o = push(
             &[
