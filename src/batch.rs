@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::checksum::{self, Digest};
+use crate::checksum::{self, Digest, ValueSums};
 use crate::manifest::{FragmentMeta, NanInfo, SeriesKey};
 use crate::record::Mode;
 
@@ -163,7 +163,7 @@ impl Fragment {
     }
 
     /// Iterates (ts, value) of a metric fragment.
-    pub fn samples(&self) -> impl Iterator<Item = (i64, f64)> + '_ {
+    pub fn samples(&self) -> impl Iterator<Item = (i64, f64)> + Clone + '_ {
         let vals: &[f64] = match &self.entries {
             Entries::Values(v) => v,
             Entries::Lines { .. } => &[],
@@ -178,6 +178,12 @@ impl Fragment {
             digest: self.digest,
             digest12: (mode == Mode::Metrics).then_some(self.digest12.sum),
             nan: (self.nan.count > 0).then_some(self.nan),
+            // Computed once the fragment is complete: the curve's scale
+            // depends on its largest value.
+            values: match mode {
+                Mode::Metrics => ValueSums::of(self.samples()),
+                Mode::Logs => None,
+            },
             first_ts: self.ts.first().copied().unwrap_or(0),
             last_ts: self.ts.last().copied().unwrap_or(0),
             step: if self.steady && self.ts.len() > 1 {

@@ -85,6 +85,152 @@ pub fn round_12(value: f64) -> f64 {
     }
 }
 
+/// What a store that keeps values only approximately can still be checked
+/// against. VictoriaMetrics stores a block of a series' values as integers
+/// sharing one decimal exponent, so a small value next to a much larger one
+/// keeps fewer than 12 digits (3.14159265358979 beside 98765432101.28 comes
+/// back as 3.1415926); a per-value hash cannot tell that from an altered
+/// value. These sums can:
+///
+/// - `ts`: the exact set of timestamps (wrapping sum of their hashes);
+/// - `sum`: each value mapped by a log-like curve, `g(v) = sign(v) *
+///   log2(1 + |v| / scale)`, times a weight in [1, 2) drawn from its
+///   timestamp (so values moved between timestamps change it). Through the
+///   curve, an error `e` in a value moves the sum by at most
+///   `e / (scale + |v|)`: relative for large values, absolute below
+///   `scale`, so one large value's rounding does not drown the small ones.
+///
+/// Only finite values are summed: a fragment holding NaN or an infinity has
+/// no sums.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ValueSums {
+    pub ts: u64,
+    /// A power of two 2^17 times below the fragment's largest |value|.
+    pub scale: f64,
+    pub sum: f64,
+    /// Sum of 1 / (scale + |v|): how far an absolute error in every value
+    /// can move `sum`.
+    pub inv: f64,
+    /// Sum of |terms|, to bound floating-point error (not recorded).
+    pub abs: f64,
+    /// Largest |value|.
+    pub max_abs: f64,
+}
+
+/// Relative error a store may add to each value (VictoriaMetrics keeps 12
+/// to 15 significant digits), with a margin.
+const RELATIVE_PRECISION: f64 = 1e-11;
+/// Error a store may add to every value of a series, relative to the
+/// series' largest |value|: a block's shared exponent leaves about 18
+/// digits of that value (64-bit mantissas); the bound allows 16.
+const SHARED_EXPONENT_PRECISION: f64 = 1e-16;
+
+impl ValueSums {
+    /// Empty sums whose curve bends at `scale`.
+    pub fn with_scale(scale: f64) -> ValueSums {
+        ValueSums {
+            scale,
+            ..ValueSums::default()
+        }
+    }
+
+    /// The sums of a fragment's samples; None when a value is not finite.
+    pub fn of(samples: impl Iterator<Item = (i64, f64)> + Clone) -> Option<ValueSums> {
+        let mut max_abs = 0f64;
+        for (_, v) in samples.clone() {
+            if !v.is_finite() {
+                return None;
+            }
+            max_abs = max_abs.max(v.abs());
+        }
+        let mut s = ValueSums::with_scale(scale_for(max_abs));
+        samples.for_each(|(t, v)| s.add(t, v));
+        Some(s)
+    }
+
+    /// Adds one finite value.
+    pub fn add(&mut self, ts_ms: i64, value: f64) {
+        let h = ts_hash(ts_ms);
+        self.ts = self.ts.wrapping_add(h);
+        let term = weight(h) * curve(value, self.scale);
+        self.sum += term;
+        self.inv += 1.0 / (self.scale + value.abs());
+        self.abs += term.abs();
+        self.max_abs = self.max_abs.max(value.abs());
+    }
+
+    /// Sums of two sets of samples; None unless they share a scale.
+    pub fn merged(&self, o: &ValueSums) -> Option<ValueSums> {
+        (self.scale == o.scale).then(|| ValueSums {
+            ts: self.ts.wrapping_add(o.ts),
+            scale: self.scale,
+            sum: self.sum + o.sum,
+            inv: self.inv + o.inv,
+            abs: self.abs + o.abs,
+            max_abs: self.max_abs.max(o.max_abs),
+        })
+    }
+
+    /// True when `found` (read back, `count` samples) has exactly these
+    /// timestamps, and values that differ from these by no more than a
+    /// store's decimal rounding: RELATIVE_PRECISION of each value plus
+    /// SHARED_EXPONENT_PRECISION of `series_max`, the largest |value| of
+    /// the series (a storage block can span fragments).
+    pub fn within_precision(&self, found: &ValueSums, count: u64, series_max: f64) -> bool {
+        if self.ts != found.ts || self.scale != found.scale || self.scale <= 0.0 {
+            return false;
+        }
+        let n = count as f64;
+        let quantum = SHARED_EXPONENT_PRECISION * series_max.max(self.max_abs);
+        // Through the curve (slope at most 1 / (scale + |v|)) and weights
+        // below 2: a relative error moves each term by at most
+        // 2 * RELATIVE_PRECISION, an absolute one by 2 * quantum / (scale + |v|).
+        let rounding = 2.0 * (n * RELATIVE_PRECISION + quantum * self.inv);
+        let float_error = 4.0 * n * f64::EPSILON * self.abs.max(found.abs);
+        (self.sum - found.sum).abs() <= rounding + float_error
+    }
+}
+
+/// The curve's bend for a fragment whose largest |value| is `max_abs`.
+pub fn scale_for(max_abs: f64) -> f64 {
+    if max_abs > 0.0 && max_abs.is_finite() {
+        // 2^(exponent of max_abs - 17), kept normal.
+        let exp = ((max_abs.to_bits() >> 52) & 0x7ff) as i64 - 1023;
+        f64::from_bits((((exp - 17).max(-1022) + 1023) as u64) << 52)
+    } else {
+        1.0
+    }
+}
+
+/// sign(v) * log2(1 + |v| / scale), with log2 linear between powers of two:
+/// cheap, continuous, monotonic, and its slope is within a factor of two
+/// of the true logarithm's.
+fn curve(value: f64, scale: f64) -> f64 {
+    let x = 1.0 + value.abs() / scale;
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mantissa = f64::from_bits((bits & ((1 << 52) - 1)) | (1023 << 52));
+    let l = exp as f64 + (mantissa - 1.0);
+    if value < 0.0 {
+        -l
+    } else {
+        l
+    }
+}
+
+/// splitmix64's finaliser: a cheap, well-mixed hash of a timestamp.
+fn ts_hash(ts: i64) -> u64 {
+    let mut z = (ts as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A weight in [1, 2) from a timestamp hash.
+fn weight(h: u64) -> f64 {
+    1.0 + (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +293,80 @@ mod tests {
         let mut d = Digest::default();
         d.add(log_entry(9, b"z"));
         assert_eq!(Digest::parse_hex(&d.hex()), Some(d.sum));
+    }
+
+    #[test]
+    fn value_sums_accept_block_rounding_but_not_changed_or_moved_values() {
+        let sums = |vals: &[(i64, f64)], scale: f64| {
+            let mut s = ValueSums::with_scale(scale);
+            vals.iter().for_each(|&(t, v)| s.add(t, v));
+            s
+        };
+        let sent = [
+            (1000, 98765432101.2789),
+            (2000, 3.14159265358979),
+            (3000, 7.5),
+        ];
+        let exp = ValueSums::of(sent.iter().copied()).unwrap();
+        let (sc, max) = (exp.scale, 98765432101.2789);
+        assert_eq!(sc, 2f64.powi(36 - 17));
+        // As VictoriaMetrics stores them: one exponent for the block.
+        let stored = sums(
+            &[(1000, 98765432101.2789), (2000, 3.1415926), (3000, 7.5)],
+            sc,
+        );
+        assert!(exp.within_precision(&stored, 3, max));
+        // One value changed in its third digit; one value changed in its
+        // tenth.
+        let changed = sums(
+            &[
+                (1000, 98765432101.2789),
+                (2000, 3.15159265358979),
+                (3000, 7.5),
+            ],
+            sc,
+        );
+        assert!(!exp.within_precision(&changed, 3, max));
+        let big = sums(
+            &[
+                (1000, 98765432201.2789),
+                (2000, 3.14159265358979),
+                (3000, 7.5),
+            ],
+            sc,
+        );
+        assert!(!exp.within_precision(&big, 3, max));
+        // Two values swapped between timestamps: same multiset of values.
+        let swapped = sums(
+            &[
+                (1000, 98765432101.2789),
+                (2000, 7.5),
+                (3000, 3.14159265358979),
+            ],
+            sc,
+        );
+        assert!(!exp.within_precision(&swapped, 3, max));
+        // A timestamp moved.
+        let moved = sums(
+            &[
+                (1000, 98765432101.2789),
+                (2001, 3.14159265358979),
+                (3000, 7.5),
+            ],
+            sc,
+        );
+        assert!(!exp.within_precision(&moved, 3, max));
+        // Order of accumulation does not matter; non-finite values have no
+        // sums.
+        let rev: Vec<_> = sent.iter().rev().copied().collect();
+        assert!(exp.within_precision(&sums(&rev, sc), 3, max));
+        assert_eq!(
+            ValueSums::of([(1, 1.0), (2, f64::INFINITY)].into_iter()),
+            None
+        );
+        // Without a large neighbour, small values keep their precision.
+        let small = ValueSums::of([(1, 3.14159265358979), (2, 2.5)].into_iter()).unwrap();
+        let off = sums(&[(1, 3.1415926), (2, 2.5)], small.scale);
+        assert!(!small.within_precision(&off, 2, 3.2));
     }
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checksum::Digest;
+use crate::checksum::{Digest, ValueSums};
 use crate::labels::LabelSet;
 use crate::record::Mode;
 
@@ -63,6 +63,8 @@ pub struct FragmentMeta {
     pub digest12: Option<u64>,
     /// Metrics only, when the fragment holds NaN values.
     pub nan: Option<NanInfo>,
+    /// Metrics only, when every value is finite.
+    pub values: Option<ValueSums>,
     pub first_ts: i64,
     pub last_ts: i64,
     /// Set when all adjacent entries are this far apart; lets the verifier
@@ -131,6 +133,10 @@ pub struct FragmentLine {
     pub checksum_without_nan: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum12_without_nan: Option<String>,
+    /// Metrics with finite values: timestamp and value sums, for stores
+    /// that keep values only to a decimal precision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<ValuesLine>,
     #[serde(default)]
     pub attempts: u32,
     /// An attempt may have reached the store before the one that succeeded,
@@ -139,6 +145,39 @@ pub struct FragmentLine {
     pub maybe_duplicated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `ValueSums` as written in manifests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValuesLine {
+    pub ts: String,
+    pub scale: f64,
+    pub sum: f64,
+    pub inv: f64,
+    pub max_abs: f64,
+}
+
+impl ValuesLine {
+    fn new(v: &ValueSums) -> ValuesLine {
+        ValuesLine {
+            ts: format!("{:016x}", v.ts),
+            scale: v.scale,
+            sum: v.sum,
+            inv: v.inv,
+            max_abs: v.max_abs,
+        }
+    }
+
+    fn sums(&self) -> Option<ValueSums> {
+        Some(ValueSums {
+            ts: Digest::parse_hex(&self.ts)?,
+            scale: self.scale,
+            sum: self.sum,
+            inv: self.inv,
+            abs: 0.0,
+            max_abs: self.max_abs,
+        })
+    }
 }
 
 /// Totals by status.
@@ -289,6 +328,7 @@ impl ManifestWriter {
                 nan: f.nan.map(|n| n.count),
                 checksum_without_nan: f.nan.map(|n| format!("{:016x}", n.checksum)),
                 checksum12_without_nan: f.nan.map(|n| format!("{:016x}", n.checksum12)),
+                values: f.values.as_ref().map(ValuesLine::new),
                 attempts,
                 maybe_duplicated,
                 reason: reason.map(str::to_string),
@@ -355,6 +395,7 @@ pub struct Fragment {
     pub checksum: u64,
     pub checksum12: Option<u64>,
     pub nan: Option<NanInfo>,
+    pub values: Option<ValueSums>,
     pub maybe_duplicated: bool,
     pub reason: Option<String>,
 }
@@ -528,6 +569,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         checksum,
                         checksum12,
                         nan,
+                        values: match &f.values {
+                            Some(v) => Some(
+                                v.sums()
+                                    .ok_or_else(|| perr(format!("invalid values.ts {:?}", v.ts)))?,
+                            ),
+                            None => None,
+                        },
                         maybe_duplicated: f.maybe_duplicated,
                         reason: f.reason,
                     };
@@ -604,6 +652,7 @@ mod tests {
             digest,
             digest12: None,
             nan: None,
+            values: None,
             first_ts: first,
             last_ts: first + n as i64 - 1,
             step: Some(1),

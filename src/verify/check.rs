@@ -1,7 +1,7 @@
 //! Attribution of read-back entries to manifest fragments, and verdicts.
 //!
 //! Pure logic: readers feed a [`SeriesChecker`] one entry at a time
-//! (timestamp, exact hash, 12-digit hash) in time order, and it keeps only
+//! (timestamp, exact hash, 12-digit hash, value) in time order, and it keeps only
 //! per-group accumulators, so memory does not grow with the data read.
 //!
 //! Fragments of a series whose time ranges overlap are checked together as
@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use crate::checksum::Digest;
+use crate::checksum::{self, Digest, ValueSums};
 use crate::labels::LabelSet;
 use crate::manifest::{Fragment, Status};
 
@@ -24,6 +24,49 @@ const MAX_GRID_BITS: u64 = 1 << 27;
 /// How many non-acknowledged contents of one group are tried in every
 /// combination when explaining what was found (2^N sums).
 const MAX_SUBSET_UNITS: usize = 12;
+
+/// One entry as a store returned it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub ts: i64,
+    /// The exact hash (`checksum::log_entry` or `checksum::metric_sample`).
+    pub hash: u64,
+    /// The hash with the value rounded to 12 significant digits (metrics),
+    /// or `hash` again (logs).
+    pub hash12: u64,
+    /// Metrics: the value.
+    pub value: Option<f64>,
+}
+
+impl Seen {
+    pub fn log(ts: i64, line: &[u8]) -> Seen {
+        let hash = checksum::log_entry(ts, line);
+        Seen {
+            ts,
+            hash,
+            hash12: hash,
+            value: None,
+        }
+    }
+
+    pub fn sample(ts: i64, value: f64) -> Seen {
+        Seen {
+            ts,
+            hash: checksum::metric_sample(ts, value),
+            hash12: checksum::metric_sample_12(ts, value),
+            value: Some(value),
+        }
+    }
+}
+
+/// Adds an entry's value to sums that only exist while every value is
+/// finite (logs have none).
+fn add_value(sums: &mut Option<ValueSums>, e: &Seen) {
+    match (sums.as_mut(), e.value) {
+        (Some(s), Some(v)) if v.is_finite() => s.add(e.ts, v),
+        _ => *sums = None,
+    }
+}
 
 /// What a finding says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -95,6 +138,7 @@ struct Unit {
     count: u64,
     checksum: u64,
     checksum12: Option<u64>,
+    values: Option<ValueSums>,
     /// The time range of its fragments (identical fragments share it).
     first_ts: i64,
     last_ts: i64,
@@ -154,11 +198,15 @@ impl Group {
                     if u.checksum12.is_none() {
                         u.checksum12 = f.checksum12;
                     }
+                    if u.values.is_none() {
+                        u.values = f.values;
+                    }
                 }
                 None => units.push(Unit {
                     count: f.count,
                     checksum: f.checksum,
                     checksum12: f.checksum12,
+                    values: f.values,
                     first_ts: f.first_ts,
                     last_ts: f.last_ts,
                     ok: f.status == Status::Ok,
@@ -317,6 +365,7 @@ struct GroupAcc {
     /// Entries without repeats.
     found: Digest,
     found12: u64,
+    found_values: Option<ValueSums>,
     /// Every entry, repeats included (the input itself may repeat an entry).
     raw: Digest,
     raw12: u64,
@@ -327,8 +376,9 @@ struct GroupAcc {
     /// Entries not on the step grid, or a second entry on one grid point.
     off_grid: Span,
     /// Groups of several contents only: the entries found inside each
-    /// unit's own range (digest, digest12), and the entries inside none.
-    per_unit: Vec<(Digest, u64)>,
+    /// unit's own range (digest, digest12, values), and the entries inside
+    /// none.
+    per_unit: Vec<(Digest, u64, Option<ValueSums>)>,
     uncovered: u64,
 }
 
@@ -341,6 +391,9 @@ pub struct SeriesChecker {
     cur_ts: Option<i64>,
     cur_hashes: Vec<u64>,
     total: u64,
+    /// Largest finite |value| read: bounds the decimal exponent a store
+    /// may have shared across the series' values.
+    max_abs: f64,
 }
 
 /// The verdict on one series.
@@ -370,10 +423,22 @@ impl SeriesChecker {
                     None => Vec::new(),
                 },
                 per_unit: if g.units.len() > 1 {
-                    vec![(Digest::default(), 0); g.units.len()]
+                    g.units
+                        .iter()
+                        .map(|u| {
+                            (
+                                Digest::default(),
+                                0,
+                                u.values.map(|v| ValueSums::with_scale(v.scale)),
+                            )
+                        })
+                        .collect()
                 } else {
                     Vec::new()
                 },
+                found_values: sum_units(g.units.iter())
+                    .values
+                    .map(|v| ValueSums::with_scale(v.scale)),
                 ..GroupAcc::default()
             })
             .collect();
@@ -384,6 +449,7 @@ impl SeriesChecker {
             cur_ts: None,
             cur_hashes: Vec::new(),
             total: 0,
+            max_abs: 0.0,
         }
     }
 
@@ -391,10 +457,15 @@ impl SeriesChecker {
         &self.plan
     }
 
-    /// Feeds one entry. `hash12` is the hash with the value rounded to 12
-    /// significant digits (metrics); pass `hash` again for logs.
-    pub fn observe(&mut self, ts: i64, hash: u64, hash12: u64) {
+    /// Feeds one entry.
+    pub fn observe(&mut self, e: Seen) {
+        let Seen {
+            ts, hash, hash12, ..
+        } = e;
         self.total += 1;
+        if let Some(v) = e.value.filter(|v| v.is_finite()) {
+            self.max_abs = self.max_abs.max(v.abs());
+        }
         // An entry equal to one already seen at the same timestamp is a
         // repeat. Entries arrive in time order, so only the hashes at the
         // latest timestamp need keeping.
@@ -429,12 +500,14 @@ impl SeriesChecker {
         }
         acc.found.add(hash);
         acc.found12 = acc.found12.wrapping_add(hash12);
+        add_value(&mut acc.found_values, &e);
         if !acc.per_unit.is_empty() {
             let mut covered = false;
             for (u, pu) in group.units.iter().zip(acc.per_unit.iter_mut()) {
                 if u.first_ts <= ts && ts <= u.last_ts {
                     pu.0.add(hash);
                     pu.1 = pu.1.wrapping_add(hash12);
+                    add_value(&mut pu.2, &e);
                     covered = true;
                 }
             }
@@ -470,8 +543,14 @@ impl SeriesChecker {
             found: self.total,
         };
         let labels = &self.plan.labels;
+        let max_abs = self
+            .plan
+            .groups
+            .iter()
+            .flat_map(|g| g.units.iter().filter_map(|u| u.values))
+            .fold(self.max_abs, |m, v| m.max(v.max_abs));
         for (g, acc) in self.plan.groups.iter().zip(&self.acc) {
-            judge_group(labels, g, acc, &mut out.findings);
+            judge_group(labels, g, acc, max_abs, &mut out.findings);
         }
         if self.unexpected.count > 0 {
             let mut f = Finding::new(Kind::Unexpected, true, labels);
@@ -498,57 +577,93 @@ impl SeriesChecker {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Match {
     Exact,
-    /// Equal once values are rounded to 12 significant digits.
+    /// Equal once values are rounded to 12 significant digits, or within
+    /// a decimal precision shared with larger values of the series.
     Rounded,
 }
 
-fn compare(found: Digest, found12: u64, exp: Digest, exp12: Option<u64>) -> Option<Match> {
-    if found.count != exp.count {
+/// What some contents read back as, or should.
+#[derive(Debug, Clone, Copy)]
+struct Sums {
+    d: Digest,
+    d12: Option<u64>,
+    values: Option<ValueSums>,
+}
+
+fn compare(found: Sums, exp: Sums, max_abs: f64) -> Option<Match> {
+    if found.d.count != exp.d.count {
         return None;
     }
-    if found.sum == exp.sum {
-        Some(Match::Exact)
-    } else if exp12 == Some(found12) {
-        Some(Match::Rounded)
-    } else {
-        None
+    if found.d.sum == exp.d.sum {
+        return Some(Match::Exact);
+    }
+    if exp.d12.is_some() && exp.d12 == found.d12 {
+        return Some(Match::Rounded);
+    }
+    match (exp.values, found.values) {
+        (Some(e), Some(f)) if e.within_precision(&f, exp.d.count, max_abs) => Some(Match::Rounded),
+        _ => None,
     }
 }
 
 /// Tries the entries without repeats first (a store kept a retried entry
 /// twice), then with them (the input itself held the entry twice).
-fn compare_acc(acc: &GroupAcc, exp: Digest, exp12: Option<u64>) -> Option<(Match, bool)> {
-    if let Some(m) = compare(acc.found, acc.found12, exp, exp12) {
+fn compare_acc(acc: &GroupAcc, exp: Sums, max_abs: f64) -> Option<(Match, bool)> {
+    let found = Sums {
+        d: acc.found,
+        d12: Some(acc.found12),
+        values: acc.found_values,
+    };
+    if let Some(m) = compare(found, exp, max_abs) {
         return Some((m, false));
     }
     if acc.dups.count > 0 {
-        if let Some(m) = compare(acc.raw, acc.raw12, exp, exp12) {
+        let raw = Sums {
+            d: acc.raw,
+            d12: Some(acc.raw12),
+            // Repeats are exact copies; the values path is for rounding.
+            values: None,
+        };
+        if let Some(m) = compare(raw, exp, max_abs) {
             return Some((m, true));
         }
     }
     None
 }
 
-fn sum_units<'a>(units: impl Iterator<Item = &'a Unit>) -> (Digest, Option<u64>) {
-    let mut d = Digest::default();
-    let mut d12 = Some(0u64);
+fn sum_units<'a>(units: impl Iterator<Item = &'a Unit>) -> Sums {
+    let mut s = Sums {
+        d: Digest::default(),
+        d12: Some(0),
+        values: None,
+    };
+    let mut first = true;
     for u in units {
-        d.merge(u.digest());
-        d12 = match (d12, u.checksum12) {
+        s.d.merge(u.digest());
+        s.d12 = match (s.d12, u.checksum12) {
             (Some(a), Some(b)) => Some(a.wrapping_add(b)),
             _ => None,
         };
+        s.values = match (first, s.values, u.values) {
+            (true, _, v) => v,
+            (false, Some(a), Some(b)) => a.merged(&b),
+            _ => None,
+        };
+        first = false;
     }
-    (d, d12)
+    s
 }
 
-const ROUNDED_NOTE: &str = "values rounded by the store to 12 significant digits";
+const ROUNDED_NOTE: &str = "values rounded by the store (to 12 significant digits, or to a decimal exponent shared with larger values of the series)";
 
-fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Finding>) {
+fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, max_abs: f64, out: &mut Vec<Finding>) {
     let ok: Vec<usize> = (0..g.units.len()).filter(|&i| g.units[i].ok).collect();
     let others: Vec<usize> = (0..g.units.len()).filter(|&i| !g.units[i].ok).collect();
-    let (exp, _) = sum_units(ok.iter().map(|&i| &g.units[i]));
-    if others.is_empty() && ok.len() > 1 && judge_overlap_by_ranges(labels, g, acc, &ok, out) {
+    let exp = sum_units(ok.iter().map(|&i| &g.units[i])).d;
+    if others.is_empty()
+        && ok.len() > 1
+        && judge_overlap_by_ranges(labels, g, acc, &ok, max_abs, out)
+    {
         return;
     }
     let base = |kind: Kind, discrepancy: bool, units: &[usize]| {
@@ -582,8 +697,8 @@ fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Findi
             })
             .map(|(_, &u)| u)
             .collect();
-        let (d, d12) = sum_units(ok.iter().chain(&chosen).map(|&i| &g.units[i]));
-        if let Some(m) = compare_acc(acc, d, d12) {
+        let sums = sum_units(ok.iter().chain(&chosen).map(|&i| &g.units[i]));
+        if let Some(m) = compare_acc(acc, sums, max_abs) {
             explained = Some((m, chosen));
             break;
         }
@@ -619,7 +734,7 @@ fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Findi
     if ok.is_empty() {
         // Nothing acknowledged here: whatever is (or is not) in the store is
         // information about failed pushes, never a loss.
-        let (d, _) = sum_units(g.units.iter());
+        let d = sum_units(g.units.iter()).d;
         let kind = if acc.found.count == 0 {
             Kind::Absent
         } else {
@@ -658,7 +773,7 @@ fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, out: &mut Vec<Findi
             out.push(f);
         }
         let mut f = base(Kind::Partial, true, &others);
-        let (od, _) = sum_units(others.iter().map(|&i| &g.units[i]));
+        let od = sum_units(others.iter().map(|&i| &g.units[i])).d;
         f.expected = Some(od.count);
         f.found = Some(acc.found.count.saturating_sub(exp.count));
         f.detail = format!(
@@ -737,6 +852,7 @@ fn judge_overlap_by_ranges(
     g: &Group,
     acc: &GroupAcc,
     ok: &[usize],
+    max_abs: f64,
     out: &mut Vec<Finding>,
 ) -> bool {
     if acc.per_unit.len() != g.units.len() || acc.uncovered > 0 {
@@ -745,8 +861,18 @@ fn judge_overlap_by_ranges(
     let mut rounded = false;
     for &u in ok {
         let unit = &g.units[u];
-        let (d, d12) = acc.per_unit[u];
-        match compare(d, d12, unit.digest(), unit.checksum12) {
+        let (d, d12, values) = acc.per_unit[u];
+        let found = Sums {
+            d,
+            d12: Some(d12),
+            values,
+        };
+        let exp = Sums {
+            d: unit.digest(),
+            d12: unit.checksum12,
+            values: unit.values,
+        };
+        match compare(found, exp, max_abs) {
             Some(Match::Exact) => {}
             Some(Match::Rounded) => rounded = true,
             None => return false,
@@ -761,7 +887,7 @@ fn judge_overlap_by_ranges(
     f.detail = format!(
         "{} acknowledged fragments overlap in time (the same entries pushed more than once, cut differently); each was found exactly within its own range{}",
         g.fragments.len(),
-        if rounded { "; values rounded by the store to 12 significant digits" } else { "" }
+        if rounded { format!("; {ROUNDED_NOTE}") } else { String::new() }
     );
     out.push(f);
     if acc.dups.count > 0 && acc.dups_unexplained > 0 {
@@ -847,7 +973,7 @@ fn missing_ranges(seen: &[u64], grid: Grid, first_ts: i64) -> Vec<(i64, i64, u64
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checksum::{log_entry, metric_sample, metric_sample_12};
+    use crate::checksum::{log_entry, metric_sample, metric_sample_12, ValueSums};
 
     fn labels() -> LabelSet {
         LabelSet::new(vec![("app".into(), "x".into())]).unwrap()
@@ -871,14 +997,39 @@ mod tests {
             checksum: d.sum,
             checksum12: None,
             nan: None,
+            values: None,
+            maybe_duplicated: false,
+            reason: None,
+        }
+    }
+
+    /// A metric fragment of the given samples, as the pusher records it.
+    fn metric_frag(id: u64, samples: &[(i64, f64)]) -> Fragment {
+        let (mut d, mut d12) = (Digest::default(), 0u64);
+        for &(t, v) in samples {
+            d.add(metric_sample(t, v));
+            d12 = d12.wrapping_add(metric_sample_12(t, v));
+        }
+        let values = ValueSums::of(samples.iter().copied());
+        Fragment {
+            run: Arc::from("r1"),
+            id,
+            status: Status::Ok,
+            count: d.count,
+            first_ts: samples[0].0,
+            last_ts: samples[samples.len() - 1].0,
+            step: None,
+            checksum: d.sum,
+            checksum12: Some(d12),
+            nan: None,
+            values,
             maybe_duplicated: false,
             reason: None,
         }
     }
 
     fn feed(c: &mut SeriesChecker, ts: i64) {
-        let h = log_entry(ts, format!("l{ts}").as_bytes());
-        c.observe(ts, h, h);
+        c.observe(Seen::log(ts, format!("l{ts}").as_bytes()));
     }
 
     fn run(frags: &[Fragment], entries: &[i64]) -> SeriesResult {
@@ -970,8 +1121,7 @@ mod tests {
         let plan = Arc::new(SeriesPlan::new(labels(), &[frag(1, Status::Ok, 100, 3, 1)]));
         let mut c = SeriesChecker::new(plan);
         feed(&mut c, 100);
-        let h = log_entry(101, b"changed");
-        c.observe(101, h, h);
+        c.observe(Seen::log(101, b"changed"));
         feed(&mut c, 102);
         let r = c.finish();
         assert_eq!(kinds(&r), vec![(Kind::Altered, true)]);
@@ -1147,19 +1297,61 @@ mod tests {
             checksum: metric_sample(ts, v),
             checksum12: Some(metric_sample_12(ts, v)),
             nan: None,
+            values: None,
             maybe_duplicated: false,
             reason: None,
         };
         let plan = Arc::new(SeriesPlan::new(labels(), std::slice::from_ref(&f)));
         let mut c = SeriesChecker::new(plan.clone());
-        c.observe(ts, metric_sample(ts, stored), metric_sample_12(ts, stored));
+        c.observe(Seen::sample(ts, stored));
         let r = c.finish();
         assert_eq!(kinds(&r), vec![(Kind::Note, false)]);
         assert!(r.findings[0].detail.contains("12 significant"));
         // A different value that rounds differently is altered.
         let mut c = SeriesChecker::new(plan);
-        c.observe(ts, metric_sample(ts, 0.31), metric_sample_12(ts, 0.31));
+        c.observe(Seen::sample(ts, 0.31));
         assert_eq!(kinds(&c.finish()), vec![(Kind::Altered, true)]);
+    }
+
+    /// VictoriaMetrics keeps one decimal exponent per block of a series:
+    /// 3.14159265358979 next to 98765432101.2789 comes back as 3.1415926.
+    /// That is the store's precision, not an altered value; a value changed
+    /// beyond it, or values swapped between timestamps, are altered.
+    #[test]
+    fn values_within_a_shared_decimal_exponent_pass_and_changes_do_not() {
+        let sent = [
+            (1000, 98765432101.2789),
+            (2000, 3.14159265358979),
+            (3000, 2.5),
+        ];
+        let check = |frags: &[Fragment], read: &[(i64, f64)]| {
+            let plan = Arc::new(SeriesPlan::new(labels(), frags));
+            let mut c = SeriesChecker::new(plan);
+            read.iter()
+                .for_each(|&(t, v)| c.observe(Seen::sample(t, v)));
+            kinds(&c.finish())
+        };
+        let one = [metric_frag(1, &sent)];
+        let stored = [(1000, 98765432101.2789), (2000, 3.1415926), (3000, 2.5)];
+        assert_eq!(check(&one, &stored), vec![(Kind::Note, false)]);
+        let changed = [(1000, 98765432101.2789), (2000, 3.15), (3000, 2.5)];
+        assert_eq!(check(&one, &changed), vec![(Kind::Altered, true)]);
+        let swapped = [
+            (1000, 98765432101.2789),
+            (2000, 2.5),
+            (3000, 3.14159265358979),
+        ];
+        assert_eq!(check(&one, &swapped), vec![(Kind::Altered, true)]);
+        // The large value in one fragment, the small one in another: the
+        // shared exponent spans fragments, and so does the bound.
+        let two = [metric_frag(1, &sent[..1]), metric_frag(2, &sent[1..])];
+        assert_eq!(check(&two, &stored), vec![(Kind::Note, false)]);
+        assert_eq!(check(&two, &changed), vec![(Kind::Altered, true)]);
+        // Overlapping re-pushes are confirmed unit by unit, also within
+        // the store's precision.
+        let overlap = [metric_frag(1, &sent[..2]), metric_frag(2, &sent[1..])];
+        let r = check(&overlap, &stored);
+        assert_eq!(r, vec![(Kind::Note, false)]);
     }
 
     #[test]

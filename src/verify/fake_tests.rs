@@ -81,6 +81,10 @@ fn write_manifest(path: &Path, mode: Mode, frags: &[Frag]) {
             digest: d,
             digest12: (mode == Mode::Metrics).then_some(d12),
             nan: None,
+            values: match mode {
+                Mode::Metrics => checksum::ValueSums::of(f.metrics.iter().copied()),
+                Mode::Logs => None,
+            },
             first_ts: ts[0],
             last_ts: *ts.last().unwrap(),
             step: f.step,

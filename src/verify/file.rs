@@ -11,11 +11,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::checksum;
 use crate::labels::LabelSet;
 use crate::record::{self, Mode, Payload};
 
-use super::check::{Finding, Kind, SeriesChecker, SeriesPlan, SeriesResult, Span};
+use super::check::{Finding, Kind, Seen, SeriesChecker, SeriesPlan, SeriesResult, Span};
 
 /// What one pass over the file found.
 #[derive(Debug, Default)]
@@ -105,18 +104,12 @@ pub fn check_file(
         };
         match route {
             Route::Check(i) => {
-                let (h, h12) = match &rec.payload {
-                    Payload::Line(l) => {
-                        let h = checksum::log_entry(rec.ts, l.as_bytes());
-                        (h, h)
-                    }
-                    Payload::Value(v) => (
-                        checksum::metric_sample(rec.ts, *v),
-                        checksum::metric_sample_12(rec.ts, *v),
-                    ),
+                let seen = match &rec.payload {
+                    Payload::Line(l) => Seen::log(rec.ts, l.as_bytes()),
+                    Payload::Value(v) => Seen::sample(rec.ts, *v),
                 };
                 if let Some(c) = checkers.get_mut(&i) {
-                    c.observe(rec.ts, h, h12);
+                    c.observe(seen);
                 }
             }
             Route::Stranger(k) => strangers[k].1.add(rec.ts),
@@ -184,12 +177,12 @@ mod tests {
         for (id, (labels, first, n)) in series.iter().enumerate() {
             let mut lj = Vec::new();
             labels.write_json(&mut lj);
-            let mut digest = checksum::Digest::default();
+            let mut digest = crate::checksum::Digest::default();
             for k in 0..*n as i64 {
                 let ts = first + k * 10;
                 let line = format!("line {k} of {labels}");
                 record::write_log_record(&mut buf, &lj, ts, &line);
-                digest.add(checksum::log_entry(ts, line.as_bytes()));
+                digest.add(crate::checksum::log_entry(ts, line.as_bytes()));
             }
             let meta = FragmentMeta {
                 id: id as u64,
@@ -197,6 +190,7 @@ mod tests {
                 digest,
                 digest12: None,
                 nan: None,
+                values: None,
                 first_ts: *first,
                 last_ts: first + (*n as i64 - 1) * 10,
                 step: Some(10),

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use crate::checksum;
 use crate::labels::LabelSet;
 
-use super::check::SeriesPlan;
+use super::check::{Seen, SeriesPlan};
 use super::Sink;
 
 /// Loki's default `max_entries_limit_per_query`; a page is never grown
@@ -93,7 +93,14 @@ impl LokiReader {
             )
             .await?;
             let page = parse_page(&body, labels)?;
-            pager.accept(page, &mut |ts, h| sink(ts, h, h))?;
+            pager.accept(page, &mut |ts, hash| {
+                sink(Seen {
+                    ts,
+                    hash,
+                    hash12: hash,
+                    value: None,
+                })
+            })?;
         }
         Ok(())
     }

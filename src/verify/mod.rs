@@ -30,7 +30,7 @@ use crate::http::ClientArgs;
 use crate::manifest;
 use crate::record::Mode;
 
-use check::{SeriesChecker, SeriesPlan, SeriesResult};
+use check::{Seen, SeriesChecker, SeriesPlan, SeriesResult};
 
 /// How `looker-verify` reads a Prometheus-compatible store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -116,8 +116,8 @@ pub enum Reader {
     Vm(vm::VmReader),
 }
 
-/// Receives entries in time order: (timestamp, hash, 12-digit hash).
-pub type Sink<'a> = dyn FnMut(i64, u64, u64) + Send + 'a;
+/// Receives entries in time order.
+pub type Sink<'a> = dyn FnMut(Seen) + Send + 'a;
 
 impl Reader {
     pub fn new(
@@ -287,9 +287,9 @@ async fn check_series(
             let mut checker = SeriesChecker::new(plan.clone());
             let mut n = 0u64;
             reader
-                .read(&plan, &mut |ts, h, h12| {
+                .read(&plan, &mut |e| {
                     n += 1;
-                    checker.observe(ts, h, h12)
+                    checker.observe(e)
                 })
                 .await
                 .with_context(|| format!("reading series {}", plan.labels))?;

@@ -12,11 +12,10 @@ use prost::Message as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::checksum::{metric_sample, metric_sample_12};
 use crate::labels::LabelSet;
 use crate::proto;
 
-use super::check::SeriesPlan;
+use super::check::{Seen, SeriesPlan};
 use super::Sink;
 
 /// Target number of expected samples per read.
@@ -210,7 +209,7 @@ fn emit(samples: &[(i64, f64)], a: i64, b: i64, sink: &mut Sink<'_>) {
     for &(ts, v) in samples {
         // Prometheus 2.x includes T-R, 3.x does not; the window is [a, b].
         if ts >= a && ts <= b {
-            sink(ts, metric_sample(ts, v), metric_sample_12(ts, v));
+            sink(Seen::sample(ts, v));
         }
     }
 }

@@ -11,10 +11,9 @@ use anyhow::{anyhow, Context as _};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::checksum::{metric_sample, metric_sample_12};
 use crate::labels::LabelSet;
 
-use super::check::SeriesPlan;
+use super::check::{Seen, SeriesPlan};
 use super::prom::{tile, WINDOW_SAMPLES};
 use super::Sink;
 
@@ -57,7 +56,7 @@ impl VmReader {
             )
             .await?;
             for (ts, v) in parse_export(&body, &plan.labels, a, b)? {
-                sink(ts, metric_sample(ts, v), metric_sample_12(ts, v));
+                sink(Seen::sample(ts, v));
             }
         }
         Ok(())
