@@ -107,7 +107,8 @@ impl Fragment {
         self.ts.push(ts);
     }
 
-    fn push_line(&mut self, ts: i64, line: &str, json: bool) {
+    /// `hash` is `checksum::log_entry(ts, line)`, which the caller has.
+    fn push_line(&mut self, ts: i64, line: &str, hash: u64, json: bool) {
         if json {
             // Bytes JSON escaping adds (6 for a control character, as
             // \u00XX, is the most), so message size limits hold.
@@ -121,19 +122,25 @@ impl Fragment {
                 .sum::<usize>();
         }
         self.note_ts(ts);
-        self.digest.add(checksum::log_entry(ts, line.as_bytes()));
+        debug_assert_eq!(hash, checksum::log_entry(ts, line.as_bytes()));
+        self.digest.add(hash);
         if let Entries::Lines { data, ends } = &mut self.entries {
             data.extend_from_slice(line.as_bytes());
             ends.push(data.len() as u32);
         }
     }
 
-    fn push_value(&mut self, ts: i64, value: f64) {
+    /// `h` is `checksum::metric_sample(ts, value)`, which the caller has.
+    fn push_value(&mut self, ts: i64, value: f64, h: u64) {
         self.note_ts(ts);
-        let (h, h12) = (
-            checksum::metric_sample(ts, value),
-            checksum::metric_sample_12(ts, value),
-        );
+        debug_assert_eq!(h, checksum::metric_sample(ts, value));
+        // Integers below 10^12 are their own 12-digit rounding: the common
+        // case (counters, buckets) skips the rounding.
+        let h12 = if value == value.trunc() && value.abs() < 1e12 {
+            h
+        } else {
+            checksum::metric_sample_12(ts, value)
+        };
         self.digest.add(h);
         self.digest12.add(h12);
         if value.is_nan() {
@@ -267,30 +274,36 @@ impl Batcher {
     }
 
     /// Adds a log line; `out` receives any batch that became full.
+    /// Adds a log entry whose hash is `hash` (see `checksum::log_entry`).
+    #[allow(clippy::too_many_arguments)]
     pub fn push_line(
         &mut self,
         series: &Arc<Series>,
         id: u32,
         ts: i64,
         line: &str,
+        hash: u64,
         out: &mut Vec<Batch>,
     ) {
         let json = self.json;
         let frag = self.fragment_for(series, id);
-        frag.push_line(ts, line, json);
+        frag.push_line(ts, line, hash, json);
         self.after_push(id, out);
     }
 
+    /// Adds a sample whose hash is `hash` (see `checksum::metric_sample`).
+    #[allow(clippy::too_many_arguments)]
     pub fn push_value(
         &mut self,
         series: &Arc<Series>,
         id: u32,
         ts: i64,
         value: f64,
+        hash: u64,
         out: &mut Vec<Batch>,
     ) {
         let frag = self.fragment_for(series, id);
-        frag.push_value(ts, value);
+        frag.push_value(ts, value, hash);
         self.after_push(id, out);
     }
 
@@ -444,8 +457,22 @@ mod tests {
         let (a, c) = (series("a", 0), series("c", 0));
         let mut out = Vec::new();
         for i in 0..6 {
-            b.push_line(&a, 0, i, "x", &mut out);
-            b.push_line(&c, 1, i, "y", &mut out);
+            b.push_line(
+                &a,
+                0,
+                i,
+                "x",
+                crate::checksum::log_entry(i, "x".as_bytes()),
+                &mut out,
+            );
+            b.push_line(
+                &c,
+                1,
+                i,
+                "y",
+                crate::checksum::log_entry(i, "y".as_bytes()),
+                &mut out,
+            );
         }
         // 4 fragments of 3, 2 per message.
         assert_eq!(out.len(), 2);
@@ -463,7 +490,14 @@ mod tests {
         let a = series("a", 0);
         let mut out = Vec::new();
         for i in 0..4 {
-            b.push_line(&a, 0, 100 + 10 * i, &format!("l{i}"), &mut out);
+            b.push_line(
+                &a,
+                0,
+                100 + 10 * i,
+                &format!("l{i}"),
+                crate::checksum::log_entry(100 + 10 * i, &format!("l{i}").as_bytes()),
+                &mut out,
+            );
         }
         let m = &out[0].metas[0];
         assert_eq!((m.first_ts, m.last_ts, m.step), (100, 130, Some(10)));
@@ -488,7 +522,14 @@ mod tests {
         let a = series("a", 0);
         let mut out = Vec::new();
         for ts in [1, 2, 4] {
-            b.push_value(&a, 0, ts, 1.0, &mut out);
+            b.push_value(
+                &a,
+                0,
+                ts,
+                1.0,
+                crate::checksum::metric_sample(ts, 1.0),
+                &mut out,
+            );
         }
         assert_eq!(out[0].metas[0].step, None);
         assert!(out[0].metas[0].digest12.is_some());
@@ -499,10 +540,24 @@ mod tests {
         let mut b = Batcher::new(Mode::Logs, limits(100, 10), 2);
         let (a, c) = (series("a", 0), series("c", 1));
         let mut out = Vec::new();
-        b.push_line(&a, 0, 1, "x", &mut out);
+        b.push_line(
+            &a,
+            0,
+            1,
+            "x",
+            crate::checksum::log_entry(1, "x".as_bytes()),
+            &mut out,
+        );
         b.sweep(Instant::now() + Duration::from_millis(150), &mut out);
         assert_eq!(out.len(), 1);
-        b.push_line(&c, 1, 1, "y", &mut out);
+        b.push_line(
+            &c,
+            1,
+            1,
+            "y",
+            crate::checksum::log_entry(1, "y".as_bytes()),
+            &mut out,
+        );
         b.flush(&mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].lane, 1);
@@ -518,7 +573,14 @@ mod tests {
         for s in 0..10u32 {
             let sr = series(&format!("s{s}"), 0);
             for i in 0..10 {
-                b.push_line(&sr, s, i, &line, &mut out);
+                b.push_line(
+                    &sr,
+                    s,
+                    i,
+                    &line,
+                    crate::checksum::log_entry(i, &line.as_bytes()),
+                    &mut out,
+                );
             }
         }
         b.flush(&mut out);

@@ -302,8 +302,22 @@ mod tests {
         let mut out = Vec::new();
         for &(ts, line, v) in entries {
             match mode {
-                Mode::Logs => b.push_line(&series, 0, ts, line, &mut out),
-                Mode::Metrics => b.push_value(&series, 0, ts, v, &mut out),
+                Mode::Logs => b.push_line(
+                    &series,
+                    0,
+                    ts,
+                    line,
+                    crate::checksum::log_entry(ts, line.as_bytes()),
+                    &mut out,
+                ),
+                Mode::Metrics => b.push_value(
+                    &series,
+                    0,
+                    ts,
+                    v,
+                    crate::checksum::metric_sample(ts, v),
+                    &mut out,
+                ),
             }
         }
         b.flush(&mut out);

@@ -591,6 +591,7 @@ fn batch_thread(
         raw_series: None,
         last_ts_ns: i64::MIN,
         sweeps: 0,
+        since_sweep: 0,
         done: false,
     };
     if let Some(t) = stats.metrics.as_ref() {
@@ -647,6 +648,8 @@ struct BatchState<'a> {
     last_ts_ns: i64,
     /// Sweeps so far: the clock of least-recently-used series eviction.
     sweeps: u32,
+    /// Entries accepted since the last sweep.
+    since_sweep: u32,
     done: bool,
 }
 
@@ -737,7 +740,7 @@ impl BatchState<'_> {
                 self.accept(id, Mode::Logs, ts, Payload::Line(text.into()))
             }
             InputFormat::Ndjson => {
-                let rec = record::parse_line(text)?;
+                let rec = record::parse(text)?;
                 let got = rec.payload.mode();
                 let mode = *self.mode.get_or_insert(got);
                 if got != mode {
@@ -808,20 +811,21 @@ impl BatchState<'_> {
         }
         last.take(ts, hash);
         self.pace(orig_ts, unit, &payload);
-        let Some(series) = self.table.get(id).cloned() else {
+        let Some(series) = self.table.get(id) else {
             return Err(RecordError::Json("internal error: unknown series".into()));
         };
         let batcher = self.batcher.as_mut().unwrap_or_else(|| unreachable!());
         match payload {
-            Payload::Line(l) => batcher.push_line(&series, id, ts, &l, &mut self.out),
-            Payload::Value(v) => batcher.push_value(&series, id, ts, v, &mut self.out),
+            Payload::Line(l) => batcher.push_line(series, id, ts, &l, hash, &mut self.out),
+            Payload::Value(v) => batcher.push_value(series, id, ts, v, hash, &mut self.out),
         }
         self.stats.entries_read.fetch_add(1, Relaxed);
         if !self.out.is_empty() {
             self.send_out();
         }
         self.last_ts_ns = ts.saturating_mul(unit);
-        if self.stats.entries_read.load(Relaxed) % 4096 == 0 {
+        self.since_sweep += 1;
+        if self.since_sweep >= 4096 {
             self.sweep();
         }
         Ok(())
@@ -888,6 +892,7 @@ impl BatchState<'_> {
     /// every 4096 entries and on every idle tick, so both stay current at
     /// any rate.
     fn sweep(&mut self) {
+        self.since_sweep = 0;
         // Series churn: above a limit, forget the least recently used
         // series, never one with entries waiting in an open fragment.
         self.sweeps = self.sweeps.wrapping_add(1);

@@ -76,7 +76,7 @@ pub fn check_file(
         if text.trim().is_empty() {
             continue;
         }
-        let Ok(rec) = record::parse_line(text) else {
+        let Ok(rec) = record::parse(text) else {
             out.bad_lines += 1;
             continue;
         };
