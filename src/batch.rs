@@ -495,7 +495,7 @@ mod tests {
                 0,
                 100 + 10 * i,
                 &format!("l{i}"),
-                crate::checksum::log_entry(100 + 10 * i, &format!("l{i}").as_bytes()),
+                crate::checksum::log_entry(100 + 10 * i, format!("l{i}").as_bytes()),
                 &mut out,
             );
         }
@@ -578,7 +578,7 @@ mod tests {
                     s,
                     i,
                     &line,
-                    crate::checksum::log_entry(i, &line.as_bytes()),
+                    crate::checksum::log_entry(i, line.as_bytes()),
                     &mut out,
                 );
             }

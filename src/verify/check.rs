@@ -1314,14 +1314,14 @@ mod tests {
     }
 
     /// VictoriaMetrics keeps one decimal exponent per block of a series:
-    /// 3.14159265358979 next to 98765432101.2789 comes back as 3.1415926.
+    /// 4.12345678901234 next to 98765432101.2789 comes back as 4.1234567.
     /// That is the store's precision, not an altered value; a value changed
     /// beyond it, or values swapped between timestamps, are altered.
     #[test]
     fn values_within_a_shared_decimal_exponent_pass_and_changes_do_not() {
         let sent = [
             (1000, 98765432101.2789),
-            (2000, 3.14159265358979),
+            (2000, 4.12345678901234),
             (3000, 2.5),
         ];
         let check = |frags: &[Fragment], read: &[(i64, f64)]| {
@@ -1332,14 +1332,14 @@ mod tests {
             kinds(&c.finish())
         };
         let one = [metric_frag(1, &sent)];
-        let stored = [(1000, 98765432101.2789), (2000, 3.1415926), (3000, 2.5)];
+        let stored = [(1000, 98765432101.2789), (2000, 4.1234567), (3000, 2.5)];
         assert_eq!(check(&one, &stored), vec![(Kind::Note, false)]);
-        let changed = [(1000, 98765432101.2789), (2000, 3.15), (3000, 2.5)];
+        let changed = [(1000, 98765432101.2789), (2000, 4.15), (3000, 2.5)];
         assert_eq!(check(&one, &changed), vec![(Kind::Altered, true)]);
         let swapped = [
             (1000, 98765432101.2789),
             (2000, 2.5),
-            (3000, 3.14159265358979),
+            (3000, 4.12345678901234),
         ];
         assert_eq!(check(&one, &swapped), vec![(Kind::Altered, true)]);
         // The large value in one fragment, the small one in another: the
