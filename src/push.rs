@@ -590,7 +590,6 @@ fn batch_thread(
         stop,
         raw_series: None,
         last_ts_ns: i64::MIN,
-        sweeps: 0,
         since_sweep: 0,
         done: false,
     };
@@ -646,8 +645,6 @@ struct BatchState<'a> {
     raw_series: Option<u32>,
     /// Timestamp (ns) of the last entry read, for the lag gauge.
     last_ts_ns: i64,
-    /// Sweeps so far: the clock of least-recently-used series eviction.
-    sweeps: u32,
     /// Entries accepted since the last sweep.
     since_sweep: u32,
     done: bool,
@@ -895,8 +892,6 @@ impl BatchState<'_> {
         self.since_sweep = 0;
         // Series churn: above a limit, forget the least recently used
         // series, never one with entries waiting in an open fragment.
-        self.sweeps = self.sweeps.wrapping_add(1);
-        self.table.tick(self.sweeps);
         let batcher = &self.batcher;
         self.table
             .evict(|id| batcher.as_ref().is_some_and(|b| b.has_open(id)));
