@@ -66,11 +66,15 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
     /// Print nothing but errors.
-    #[arg(long)]
+    #[arg(long, short)]
     quiet: bool,
     /// Progress line interval while reading a store.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_dur)]
     progress_interval: Duration,
+    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9102) at /metrics:
+    /// series and entries read, per-series read time, series failing.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -119,6 +123,7 @@ fn run(args: Args) -> anyhow::Result<Exit> {
         seed: args.seed,
         wait: args.wait,
         progress: (!args.quiet).then_some(args.progress_interval),
+        metrics_addr: args.metrics_addr,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,11 +1,10 @@
-//! Live Prometheus metrics of a push, served on `--metrics-addr`.
+//! Live Prometheus metrics of the three tools, served on `--metrics-addr`.
 
 use std::net::SocketAddr;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The metrics a push exposes. Owned by the run, not global.
 #[derive(Clone)]
@@ -56,18 +55,19 @@ impl PushMetrics {
             "entry_lag_seconds",
             "Wall time minus the timestamp of the last entry read.",
         )?;
-        for c in [
-            Box::new(entries.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(bytes.clone()),
-            Box::new(requests.clone()),
-            Box::new(retries.clone()),
-            Box::new(in_flight.clone()),
-            Box::new(latency.clone()),
-            Box::new(target_rate.clone()),
-            Box::new(lag_seconds.clone()),
-        ] {
-            registry.register(c)?;
-        }
+        register(
+            &registry,
+            [
+                Box::new(entries.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(bytes.clone()),
+                Box::new(requests.clone()),
+                Box::new(retries.clone()),
+                Box::new(in_flight.clone()),
+                Box::new(latency.clone()),
+                Box::new(target_rate.clone()),
+                Box::new(lag_seconds.clone()),
+            ],
+        )?;
         Ok(PushMetrics {
             registry,
             entries,
@@ -82,38 +82,169 @@ impl PushMetrics {
     }
 }
 
-/// Serves `GET /metrics` in the text format until the task is dropped.
-/// A minimal HTTP/1.1 responder: scrapers need nothing more.
-pub async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
-    loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match sock.read(&mut buf).await {
-                Ok(n) => n,
-                Err(_) => return,
-            };
-            let head = String::from_utf8_lossy(&buf[..n]);
-            let (status, body) = if head.starts_with("GET /metrics") {
-                let mut out = Vec::new();
-                let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out);
-                ("200 OK", out)
-            } else {
-                ("404 Not Found", b"not found\n".to_vec())
-            };
-            let hdr = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = sock.write_all(hdr.as_bytes()).await;
-            let _ = sock.write_all(&body).await;
-        });
+/// The metrics of a generator: whether it, or its reader, sets the pace.
+#[derive(Clone)]
+pub struct GenMetrics {
+    pub registry: Registry,
+    pub records: IntCounter,
+    pub bytes: IntCounter,
+    /// Seconds spent waiting for wall time (--min-lag).
+    pub wait_seconds: prometheus::Counter,
+    /// Seconds spent blocked writing: the reader is slower than the
+    /// generator.
+    pub blocked_seconds: prometheus::Counter,
+    /// 1 while a write is in progress: a reader that stopped reading shows
+    /// here before the blocked time (counted when a write returns) does.
+    pub writing: IntGauge,
+    pub lag_seconds: prometheus::Gauge,
+}
+
+impl GenMetrics {
+    pub fn new() -> Result<GenMetrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("looker_gen".into()), None)?;
+        let records = IntCounter::new("records_total", "Records written.")?;
+        let bytes = IntCounter::new("bytes_total", "Bytes written.")?;
+        let wait_seconds = prometheus::Counter::new(
+            "wait_seconds_total",
+            "Time spent waiting for wall time to pass (--min-lag).",
+        )?;
+        let blocked_seconds = prometheus::Counter::new(
+            "write_blocked_seconds_total",
+            "Time spent writing output: high when the reader (looker-push) sets the pace.",
+        )?;
+        let writing = IntGauge::new("writing", "1 while a write to the output is in progress.")?;
+        let lag_seconds = prometheus::Gauge::new(
+            "entry_lag_seconds",
+            "Wall time minus the timestamp of the last entry written.",
+        )?;
+        register(
+            &registry,
+            [
+                Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(writing.clone()),
+                Box::new(bytes.clone()),
+                Box::new(wait_seconds.clone()),
+                Box::new(blocked_seconds.clone()),
+                Box::new(lag_seconds.clone()),
+            ],
+        )?;
+        Ok(GenMetrics {
+            registry,
+            records,
+            bytes,
+            wait_seconds,
+            blocked_seconds,
+            writing,
+            lag_seconds,
+        })
     }
 }
 
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
+/// The metrics of a verification in progress.
+#[derive(Clone)]
+pub struct VerifyMetrics {
+    pub registry: Registry,
+    pub series_planned: IntGauge,
+    pub series_read: IntCounter,
+    pub entries_read: IntCounter,
+    /// Series whose latest check found a discrepancy.
+    pub series_failing: IntGauge,
+    pub read_duration: Histogram,
+}
+
+impl VerifyMetrics {
+    pub fn new(target: &str) -> Result<VerifyMetrics, prometheus::Error> {
+        let registry = Registry::new_custom(
+            Some("looker_verify".into()),
+            Some([("target".to_string(), target.to_string())].into()),
+        )?;
+        let series_planned = IntGauge::new("series", "Series to check.")?;
+        let series_read = IntCounter::new(
+            "series_read_total",
+            "Series read back (again for each --wait pass).",
+        )?;
+        let entries_read = IntCounter::new("entries_read_total", "Entries read back.")?;
+        let series_failing = IntGauge::new(
+            "series_with_discrepancies",
+            "Series whose latest check found a discrepancy.",
+        )?;
+        let read_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "series_read_duration_seconds",
+                "Time to read one series back (all its queries).",
+            )
+            .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
+        )?;
+        register(
+            &registry,
+            [
+                Box::new(series_planned.clone()) as Box<dyn prometheus::core::Collector>,
+                Box::new(series_read.clone()),
+                Box::new(entries_read.clone()),
+                Box::new(series_failing.clone()),
+                Box::new(read_duration.clone()),
+            ],
+        )?;
+        Ok(VerifyMetrics {
+            registry,
+            series_planned,
+            series_read,
+            entries_read,
+            series_failing,
+            read_duration,
+        })
+    }
+}
+
+fn register<const N: usize>(
+    registry: &Registry,
+    collectors: [Box<dyn prometheus::core::Collector>; N],
+) -> Result<(), prometheus::Error> {
+    for c in collectors {
+        registry.register(c)?;
+    }
+    Ok(())
+}
+
+/// Binds `addr` and serves `GET /metrics` in the text format from a thread
+/// of its own until the process ends. A minimal HTTP/1.1 responder:
+/// scrapers need nothing more, and a thread works for the synchronous
+/// generator as for the asynchronous tools. Returns the bound address.
+pub fn serve_in_thread(addr: SocketAddr, registry: Registry) -> std::io::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            for sock in listener.incoming() {
+                let Ok(sock) = sock else { continue };
+                answer(sock, &registry);
+            }
+        })?;
+    Ok(bound)
+}
+
+fn answer(mut sock: std::net::TcpStream, registry: &Registry) {
+    use std::io::{Read, Write};
+    // A scraper that connects and says nothing must not stall the next.
+    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    let _ = sock.set_write_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut buf = [0u8; 4096];
+    let n = match sock.read(&mut buf) {
+        Ok(n) => n,
+        Err(_) => return,
+    };
+    let (status, body) = if buf[..n].starts_with(b"GET /metrics") {
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out);
+        ("200 OK", out)
+    } else {
+        ("404 Not Found", b"not found\n".to_vec())
+    };
+    let hdr = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = sock.write_all(hdr.as_bytes());
+    let _ = sock.write_all(&body);
 }

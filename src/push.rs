@@ -174,13 +174,12 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
     let metrics = match cfg.metrics_addr {
         Some(addr) => {
             let m = crate::metrics::PushMetrics::new(cfg.target.kind())?;
-            let listener = crate::metrics::bind(addr)
-                .await
-                .map_err(|source| PushError::Io {
+            crate::metrics::serve_in_thread(addr, m.registry.clone()).map_err(|source| {
+                PushError::Io {
                     what: format!("--metrics-addr {addr}"),
                     source,
-                })?;
-            tokio::spawn(crate::metrics::serve(listener, m.registry.clone()));
+                }
+            })?;
             Some(m)
         }
         None => None,

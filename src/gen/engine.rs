@@ -76,6 +76,8 @@ pub struct Generator<C: Clock> {
     min_wait: i64,
     linegen: LineGen,
     line: Vec<u8>,
+    /// Timestamp of the last entry, in units.
+    last_ts: Option<i64>,
 }
 
 /// Appends the same bytes as [`write_log_record`], but copies lines that
@@ -232,7 +234,13 @@ impl<C: Clock> Generator<C> {
             min_wait: i64::MAX,
             linegen: LineGen::new(cfg.line),
             line: Vec::with_capacity(cfg.line.line_bytes + 512),
+            last_ts: None,
         })
+    }
+
+    /// Timestamp (Unix ns) of the last entry emitted.
+    pub fn last_ts_ns(&self) -> Option<i64> {
+        self.last_ts.map(|t| t.saturating_mul(self.ns_per_unit))
     }
 
     pub fn clock_mut(&mut self) -> &mut C {
@@ -324,6 +332,7 @@ impl<C: Clock> Generator<C> {
                 }
             }
             u.emitted += 1;
+            self.last_ts = Some(ts);
             u.time.advance(&mut u.rng);
             self.skipped = 0;
             self.min_wait = i64::MAX;

@@ -12,7 +12,7 @@ pub mod rng;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 
@@ -23,6 +23,7 @@ pub use metrics::MetricType;
 
 use crate::exit::Exit;
 use crate::labels::LabelSet;
+use crate::metrics::GenMetrics;
 use crate::record::Mode;
 
 const AFTER_HELP: &str = "\
@@ -158,6 +159,12 @@ pub struct Args {
     /// Write to FILE instead of stdout; gzip-compressed if it ends in .gz.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<std::path::PathBuf>,
+
+    /// Serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9101) at /metrics:
+    /// records and bytes written, time waiting for wall time, time blocked
+    /// on the reader, and the entry lag.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,16 +420,47 @@ impl RunError {
     }
 }
 
-/// Runs `gen` to completion into `sink`.
-fn pump<C: Clock>(mut gen: Generator<C>, mut sink: Sink) -> Result<(), RunError> {
-    const W: &str = "writing output";
+/// Writes chunks to the sink, and counts them when metrics are on.
+struct Out {
+    sink: Sink,
+    metrics: Option<GenMetrics>,
+}
+
+impl Out {
+    fn write<C: Clock>(&mut self, buf: &mut Vec<u8>, gen: &Generator<C>) -> Result<(), RunError> {
+        let Some(m) = &self.metrics else {
+            self.sink.write_all(buf).map_err(RunError::io(W))?;
+            buf.clear();
+            return Ok(());
+        };
+        let records = memchr::memchr_iter(b'\n', buf).count();
+        let t = Instant::now();
+        m.writing.set(1);
+        let written = self.sink.write_all(buf);
+        m.writing.set(0);
+        written.map_err(RunError::io(W))?;
+        m.blocked_seconds.inc_by(t.elapsed().as_secs_f64());
+        m.records.inc_by(records as u64);
+        m.bytes.inc_by(buf.len() as u64);
+        if let Some(ts) = gen.last_ts_ns() {
+            m.lag_seconds
+                .set((crate::timefmt::now_ns() - ts) as f64 / 1e9);
+        }
+        buf.clear();
+        Ok(())
+    }
+}
+
+const W: &str = "writing output";
+
+/// Runs `gen` to completion into `out`.
+fn pump<C: Clock>(mut gen: Generator<C>, mut out: Out) -> Result<(), RunError> {
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + 64 * 1024);
     loop {
         match gen.step(&mut buf).map_err(RunError::Invalid)? {
             Step::Emitted => {
                 if buf.len() >= CHUNK {
-                    sink.write_all(&buf).map_err(RunError::io(W))?;
-                    buf.clear();
+                    out.write(&mut buf, &gen)?;
                     gen.resync();
                 }
             }
@@ -430,16 +468,18 @@ fn pump<C: Clock>(mut gen: Generator<C>, mut sink: Sink) -> Result<(), RunError>
                 // Hand over what we have before idling, so readers see
                 // entries as soon as they exist.
                 if !buf.is_empty() {
-                    sink.write_all(&buf).map_err(RunError::io(W))?;
-                    buf.clear();
+                    out.write(&mut buf, &gen)?;
                 }
                 gen.clock_mut().sleep(d);
+                if let Some(m) = &out.metrics {
+                    m.wait_seconds.inc_by(d.as_secs_f64());
+                }
             }
             Step::Done => break,
         }
     }
-    sink.write_all(&buf).map_err(RunError::io(W))?;
-    sink.finish().map_err(RunError::io(W))
+    out.write(&mut buf, &gen)?;
+    out.sink.finish().map_err(RunError::io(W))
 }
 
 fn run_inner(args: &Args) -> Result<(), RunError> {
@@ -450,7 +490,16 @@ fn run_inner(args: &Args) -> Result<(), RunError> {
     };
     let sink = Sink::open(args.output.as_deref()).map_err(RunError::io(&what))?;
     let gen = Generator::new(&cfg, SystemClock).map_err(RunError::Invalid)?;
-    pump(gen, sink)
+    let metrics = match args.metrics_addr {
+        Some(addr) => {
+            let m = GenMetrics::new().map_err(|e| RunError::Invalid(format!("metrics: {e}")))?;
+            crate::metrics::serve_in_thread(addr, m.registry.clone())
+                .map_err(RunError::io(&format!("--metrics-addr {addr}")))?;
+            Some(m)
+        }
+        None => None,
+    };
+    pump(gen, Out { sink, metrics })
 }
 
 /// Runs looker-gen with `args`; the exit status is the tool's contract.

@@ -118,6 +118,7 @@ fn opts(manifest: PathBuf, target: Target) -> Options {
         seed: 1,
         wait: std::time::Duration::ZERO,
         progress: None,
+        metrics_addr: None,
     }
 }
 

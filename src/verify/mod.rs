@@ -51,6 +51,16 @@ pub enum Target {
 }
 
 impl Target {
+    /// The kind of store, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Loki(_) => "loki",
+            Target::Prometheus(..) => "prometheus",
+            Target::VictoriaMetrics(_) => "victoriametrics",
+            Target::File(_) => "file",
+        }
+    }
+
     fn mode(&self) -> Option<Mode> {
         match self {
             Target::Loki(_) => Some(Mode::Logs),
@@ -92,13 +102,16 @@ pub struct Options {
     pub wait: Duration,
     /// Print a progress line on stderr this often while reading a store.
     pub progress: Option<Duration>,
+    /// Serve Prometheus metrics of the verification here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
-/// Counters behind the progress line.
+/// Counters behind the progress line and the metrics.
 #[derive(Default)]
 struct Progress {
     series: AtomicU64,
     entries: AtomicU64,
+    metrics: Option<crate::metrics::VerifyMetrics>,
 }
 
 /// The result of a verification that could be carried out.
@@ -286,6 +299,7 @@ async fn check_series(
             let _permit = permit;
             let mut checker = SeriesChecker::new(plan.clone());
             let mut n = 0u64;
+            let t = Instant::now();
             reader
                 .read(&plan, &mut |e| {
                     n += 1;
@@ -295,7 +309,13 @@ async fn check_series(
                 .with_context(|| format!("reading series {}", plan.labels))?;
             progress.entries.fetch_add(n, Ordering::Relaxed);
             progress.series.fetch_add(1, Ordering::Relaxed);
-            Ok((i, checker.finish()))
+            let result = checker.finish();
+            if let Some(m) = &progress.metrics {
+                m.read_duration.observe(t.elapsed().as_secs_f64());
+                m.entries_read.inc_by(n);
+                m.series_read.inc();
+            }
+            Ok((i, result))
         });
         while let Some(r) = set.try_join_next() {
             collect(r, &mut out)?;
@@ -383,7 +403,20 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             Some(Arc::new(Reader::new(t, client, opts.query_limit)?))
         }
     };
-    let progress = Arc::new(Progress::default());
+    let metrics = match opts.metrics_addr {
+        Some(addr) => {
+            let m = crate::metrics::VerifyMetrics::new(opts.target.kind())?;
+            crate::metrics::serve_in_thread(addr, m.registry.clone())
+                .with_context(|| format!("--metrics-addr {addr}"))?;
+            m.series_planned.set(chosen.len() as i64);
+            Some(m)
+        }
+        None => None,
+    };
+    let progress = Arc::new(Progress {
+        metrics,
+        ..Progress::default()
+    });
     let ticker = match (opts.progress, &opts.target) {
         (Some(every), t) if !matches!(t, Target::File(_)) => {
             let progress = progress.clone();
@@ -411,6 +444,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             (Target::File(path), _) => {
                 let only: BTreeSet<usize> = todo.iter().copied().collect();
                 let out = file::check_file(path, mode, &all, &only)?;
+                if let Some(m) = &progress.metrics {
+                    m.series_read.inc_by(out.results.len() as u64);
+                    m.entries_read
+                        .inc_by(out.results.iter().map(|(_, r)| r.found).sum());
+                }
                 for (i, r) in out.results {
                     results[i] = Some(r);
                 }
@@ -449,6 +487,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
                 .as_ref()
                 .is_some_and(SeriesResult::has_discrepancy)
         });
+        if let Some(m) = &progress.metrics {
+            m.series_failing.set(todo.len() as i64);
+        }
         if todo.is_empty() || Instant::now() >= deadline {
             break;
         }

@@ -480,3 +480,154 @@ fn metrics_endpoint_and_progress_lines_of_a_running_push_then_sigterm() {
         "metrics still served after exit"
     );
 }
+
+/// Scrapes `base`/metrics until `ready` accepts a body; bounded in time.
+fn scrape_until(base: &str, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match http_get(base, "/metrics") {
+            Ok((200, body)) if ready(&body) => return body,
+            Ok((code, body)) => last = format!("HTTP {code}: {body}"),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not seen within the deadline; last scrape: {last}");
+}
+
+/// looker-gen's metrics say which side sets the pace: a reader that does
+/// not read shows as time blocked on writing; wall-time coupling shows as
+/// time waiting, with the entry lag within --min-lag..--max-lag.
+#[test]
+fn gen_metrics_tell_a_stalled_reader_from_waiting_for_wall_time() {
+    // A reader far slower than the generator: writes block.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut gen = bin("looker-gen")
+        .args([
+            "--count",
+            "0",
+            "--seed",
+            "1",
+            "--start-time",
+            "2024-01-01T00:00:00Z",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = gen.stdout.take().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slow = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if out.read(&mut buf).unwrap_or(0) == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let gen = KillOnDrop(gen);
+    let body = scrape_until(&base, "time blocked on the reader", |b| {
+        sample(b, "looker_gen_write_blocked_seconds_total", &[]).is_some_and(|v| v > 0.5)
+    });
+    let records = sample(&body, "looker_gen_records_total", &[]).unwrap();
+    let bytes = sample(&body, "looker_gen_bytes_total", &[]).unwrap();
+    assert!(records > 0.0 && bytes > records * 50.0, "{body}");
+    assert_eq!(
+        sample(&body, "looker_gen_wait_seconds_total", &[]),
+        Some(0.0),
+        "{body}"
+    );
+    let lag = sample(&body, "looker_gen_entry_lag_seconds", &[]).unwrap();
+    assert!(lag > 365.0 * 86400.0, "entries from 2024: lag {lag}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drop(gen);
+    let _ = slow.join();
+
+    // Coupled to wall time, one entry per second per series: mostly waiting.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut gen = bin("looker-gen")
+        .args(["--count", "0", "--n-series", "2", "--time-increment", "1s"])
+        .args(["--min-lag", "2s", "--max-lag", "20s"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_out, _h) = drain(gen.stdout.take().unwrap());
+    let _gen = KillOnDrop(gen);
+    let body = scrape_until(&base, "time waiting for wall time", |b| {
+        sample(b, "looker_gen_wait_seconds_total", &[]).is_some_and(|v| v > 1.0)
+    });
+    let lag = sample(&body, "looker_gen_entry_lag_seconds", &[]).unwrap();
+    assert!(
+        (1.5..=21.0).contains(&lag),
+        "lag {lag}s outside --min-lag..--max-lag"
+    );
+}
+
+/// looker-verify's metrics while it waits (--wait) for a series that is
+/// short of entries: what it planned, read, and how many series still fail.
+#[test]
+fn verify_metrics_show_reads_and_failing_series_while_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, man) = (dir.path().join("sink.ndjson"), dir.path().join("m.ndjson"));
+    let input = gen(&[
+        "--n-series",
+        "3",
+        "--count",
+        "50",
+        "--seed",
+        "2",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+    ]);
+    let o = push(&["--file", s(&sink), "--manifest", s(&man), "-q"], &input);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The store loses the last entry.
+    let text = std::fs::read_to_string(&sink).unwrap();
+    let kept: Vec<&str> = text.lines().collect();
+    std::fs::write(&sink, kept[..kept.len() - 1].join("\n") + "\n").unwrap();
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut v = bin("looker-verify")
+        .args([
+            "--manifest",
+            s(&man),
+            "--file",
+            s(&sink),
+            "--wait",
+            "60s",
+            "-q",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_e, _h) = drain(v.stderr.take().unwrap());
+    let _v = KillOnDrop(v);
+    let body = scrape_until(&base, "a second pass over the failing series", |b| {
+        sample(b, "looker_verify_series_read_total", &[]).is_some_and(|v| v >= 4.0)
+    });
+    assert_eq!(
+        sample(&body, "looker_verify_series", &["target=\"file\""]),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "looker_verify_series_with_discrepancies", &[]),
+        Some(1.0),
+        "{body}"
+    );
+    let entries = sample(&body, "looker_verify_entries_read_total", &[]).unwrap();
+    assert!(entries >= 149.0, "{body}");
+}
