@@ -395,7 +395,9 @@ pub struct Fragment {
     pub checksum: u64,
     pub checksum12: Option<u64>,
     pub nan: Option<NanInfo>,
-    pub values: Option<ValueSums>,
+    /// Boxed: log fragments, which have none, are kept by the hundred
+    /// thousand while verifying.
+    pub values: Option<Box<ValueSums>>,
     pub maybe_duplicated: bool,
     pub reason: Option<String>,
 }
@@ -555,30 +557,30 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         }
                         _ => None,
                     };
-                    let frag = Fragment {
-                        run: run.clone(),
-                        id: f.id,
-                        status: f.status,
-                        count: f.count,
-                        first_ts: parse_ts_field(&f.first_ts).map_err(perr)?,
-                        last_ts: parse_ts_field(&f.last_ts).map_err(perr)?,
-                        step: match &f.step {
-                            Some(s) => Some(parse_ts_field(s).map_err(perr)?),
-                            None => None,
-                        },
-                        checksum,
-                        checksum12,
-                        nan,
-                        values: match &f.values {
-                            Some(v) => Some(
-                                v.sums()
-                                    .ok_or_else(|| perr(format!("invalid values.ts {:?}", v.ts)))?,
-                            ),
-                            None => None,
-                        },
-                        maybe_duplicated: f.maybe_duplicated,
-                        reason: f.reason,
-                    };
+                    let frag =
+                        Fragment {
+                            run: run.clone(),
+                            id: f.id,
+                            status: f.status,
+                            count: f.count,
+                            first_ts: parse_ts_field(&f.first_ts).map_err(perr)?,
+                            last_ts: parse_ts_field(&f.last_ts).map_err(perr)?,
+                            step: match &f.step {
+                                Some(s) => Some(parse_ts_field(s).map_err(perr)?),
+                                None => None,
+                            },
+                            checksum,
+                            checksum12,
+                            nan,
+                            values: match &f.values {
+                                Some(v) => Some(Box::new(v.sums().ok_or_else(|| {
+                                    perr(format!("invalid values.ts {:?}", v.ts))
+                                })?)),
+                                None => None,
+                            },
+                            maybe_duplicated: f.maybe_duplicated,
+                            reason: f.reason,
+                        };
                     let next = series_list.len() as u32;
                     let sid = *series_ids.entry(f.labels).or_insert_with_key(|l| {
                         series_list.push(l.clone());

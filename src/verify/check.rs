@@ -138,7 +138,7 @@ struct Unit {
     count: u64,
     checksum: u64,
     checksum12: Option<u64>,
-    values: Option<ValueSums>,
+    values: Option<Box<ValueSums>>,
     /// The time range of its fragments (identical fragments share it).
     first_ts: i64,
     last_ts: i64,
@@ -199,14 +199,14 @@ impl Group {
                         u.checksum12 = f.checksum12;
                     }
                     if u.values.is_none() {
-                        u.values = f.values;
+                        u.values.clone_from(&f.values);
                     }
                 }
                 None => units.push(Unit {
                     count: f.count,
                     checksum: f.checksum,
                     checksum12: f.checksum12,
-                    values: f.values,
+                    values: f.values.clone(),
                     first_ts: f.first_ts,
                     last_ts: f.last_ts,
                     ok: f.status == Status::Ok,
@@ -429,7 +429,7 @@ impl SeriesChecker {
                             (
                                 Digest::default(),
                                 0,
-                                u.values.map(|v| ValueSums::with_scale(v.scale)),
+                                u.values.as_ref().map(|v| ValueSums::with_scale(v.scale)),
                             )
                         })
                         .collect()
@@ -547,7 +547,7 @@ impl SeriesChecker {
             .plan
             .groups
             .iter()
-            .flat_map(|g| g.units.iter().filter_map(|u| u.values))
+            .flat_map(|g| g.units.iter().filter_map(|u| u.values.as_deref()))
             .fold(self.max_abs, |m, v| m.max(v.max_abs));
         for (g, acc) in self.plan.groups.iter().zip(&self.acc) {
             judge_group(labels, g, acc, max_abs, &mut out.findings);
@@ -644,9 +644,9 @@ fn sum_units<'a>(units: impl Iterator<Item = &'a Unit>) -> Sums {
             (Some(a), Some(b)) => Some(a.wrapping_add(b)),
             _ => None,
         };
-        s.values = match (first, s.values, u.values) {
-            (true, _, v) => v,
-            (false, Some(a), Some(b)) => a.merged(&b),
+        s.values = match (first, s.values, u.values.as_deref()) {
+            (true, _, v) => v.copied(),
+            (false, Some(a), Some(b)) => a.merged(b),
             _ => None,
         };
         first = false;
@@ -870,7 +870,7 @@ fn judge_overlap_by_ranges(
         let exp = Sums {
             d: unit.digest(),
             d12: unit.checksum12,
-            values: unit.values,
+            values: unit.values.as_deref().copied(),
         };
         match compare(found, exp, max_abs) {
             Some(Match::Exact) => {}
@@ -1010,7 +1010,7 @@ mod tests {
             d.add(metric_sample(t, v));
             d12 = d12.wrapping_add(metric_sample_12(t, v));
         }
-        let values = ValueSums::of(samples.iter().copied());
+        let values = ValueSums::of(samples.iter().copied()).map(Box::new);
         Fragment {
             run: Arc::from("r1"),
             id,
