@@ -33,6 +33,8 @@ run push.sh "${PUSH:-2000000}"
 run rate.sh "${RATE:-20000}"
 run verify.sh "${VERIFY:-1000000}"
 run prometheus.sh "${PROM:-2000000}"
+# The shape remote-write traffic has: many series, few samples each.
+SERIES=100000 VM=0 run prometheus.sh "${PROM:-2000000}"
 run memory.sh "${MEM_GB:-4}" "${MEM_VERIFY:-5000000}"
 
 echo

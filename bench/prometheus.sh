@@ -100,4 +100,4 @@ if [ "${VM:-1}" != 0 ]; then
   line="$line; ${sum[victoriametrics]}"
 fi
 echo
-echo "summary: $(num $n) samples; $line"
+echo "summary: $(num $n) samples in $(num $series) series; $line"

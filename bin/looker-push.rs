@@ -57,6 +57,11 @@ struct Cli {
     /// Longest input line accepted, in bytes; longer lines are invalid.
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     max_line_bytes: usize,
+    /// Series kept in memory (about 2 KB each) for order and repeat
+    /// checks. Series idle for a minute are forgotten first; above this
+    /// many, the least recently used too.
+    #[arg(long, default_value_t = looker::series::DEFAULT_MAX_SERIES, value_name = "N")]
+    max_series: usize,
     /// Shift all timestamps so the run starts now, keeping spacing and order.
     #[arg(long)]
     retime: bool,
@@ -222,6 +227,7 @@ fn config(cli: Cli) -> anyhow::Result<PushConfig> {
         ("--max-concurrent-writes", cli.max_concurrent_writes),
         ("--max-message-bytes", cli.max_message_bytes),
         ("--max-line-bytes", cli.max_line_bytes),
+        ("--max-series", cli.max_series),
     ] {
         if v == 0 {
             bail!("{name} must be at least 1");
@@ -260,6 +266,7 @@ fn config(cli: Cli) -> anyhow::Result<PushConfig> {
         rate,
         manifest: cli.manifest,
         max_line_bytes: cli.max_line_bytes,
+        max_series: cli.max_series,
         report: cli.report,
         report_csv: cli.report_csv,
         progress_interval: cli.progress_interval.max(Duration::from_millis(100)),

@@ -67,6 +67,8 @@ pub struct PushConfig {
     pub rate: RateSpec,
     pub manifest: Option<PathBuf>,
     pub max_line_bytes: usize,
+    /// Series kept in memory; see `SeriesTable::evict`.
+    pub max_series: usize,
     pub report: Option<PathBuf>,
     pub report_csv: Option<PathBuf>,
     pub progress_interval: Duration,
@@ -573,7 +575,7 @@ fn batch_thread(
         mode: fixed_mode,
         batcher: None,
         encoder: Encoder::new(cfg.encoding),
-        table: SeriesTable::new(lanes.len()),
+        table: SeriesTable::new(lanes.len(), cfg.max_series),
         lanes,
         out: Vec::new(),
         pacer: Pacer::new(cfg.rate.clone()),
@@ -590,6 +592,7 @@ fn batch_thread(
         raw_series: None,
         last_ts_ns: i64::MIN,
         since_sweep: 0,
+        started: Instant::now(),
         done: false,
     };
     if let Some(t) = stats.metrics.as_ref() {
@@ -646,6 +649,8 @@ struct BatchState<'a> {
     last_ts_ns: i64,
     /// Entries accepted since the last sweep.
     since_sweep: u32,
+    /// When batching started: the clock of series idleness.
+    started: Instant,
     done: bool,
 }
 
@@ -889,6 +894,7 @@ impl BatchState<'_> {
     /// any rate.
     fn sweep(&mut self) {
         self.since_sweep = 0;
+        self.table.tick(self.started.elapsed().as_secs() as u32);
         // Series churn: above a limit, forget the least recently used
         // series, never one with entries waiting in an open fragment.
         let batcher = &self.batcher;

@@ -103,24 +103,36 @@ pub struct SeriesTable {
     series: Vec<Option<Arc<Series>>>,
     /// Per series, to refuse input that stores would drop or reorder.
     pub last: Vec<Latest>,
-    /// Per series, the eviction pass (see [`SeriesTable::evict`]) current
-    /// when it was last used.
+    /// Per series, the clock (see [`SeriesTable::tick`]) when it was last
+    /// used.
     last_used: Vec<u32>,
     free: Vec<u32>,
     lanes: usize,
-    /// Eviction passes so far.
+    /// Seconds since the push started, in the pusher.
     clock: u32,
-    /// Lookups since the last pass: one per entry.
-    since_pass: u64,
-    /// Series known after the last pass.
-    live_at_pass: u64,
+    /// The clock at the last eviction, which runs at most once per tick.
+    evicted_at: Option<u32>,
+    /// Above this many known series the least recently used go, idle or
+    /// not.
+    max_series: usize,
 }
 
-/// Above this many live series, idle ones are evicted.
+/// Above this many known series, idle ones are forgotten.
 pub const MAX_LIVE: usize = 10_000;
 
+/// A series unused for this many clock ticks (seconds) is idle: longer than
+/// any usual scrape or log interval, so series in use stay known (and keep
+/// their order checks) however many there are.
+pub const IDLE_TICKS: u32 = 60;
+
+/// Default hard limit on known series (`--max-series`): memory stays below
+/// about 2 KB times this even when series churn faster than they go idle.
+pub const DEFAULT_MAX_SERIES: usize = 250_000;
+
 impl SeriesTable {
-    pub fn new(lanes: usize) -> SeriesTable {
+    /// A table that forgets the least recently used series above
+    /// `max_series`.
+    pub fn new(lanes: usize, max_series: usize) -> SeriesTable {
         SeriesTable {
             by_json: HashMap::default(),
             by_labels: HashMap::new(),
@@ -130,8 +142,8 @@ impl SeriesTable {
             free: Vec::new(),
             lanes: lanes.max(1),
             clock: 0,
-            since_pass: 0,
-            live_at_pass: 0,
+            evicted_at: None,
+            max_series: max_series.max(MAX_LIVE),
         }
     }
 
@@ -140,7 +152,6 @@ impl SeriesTable {
         let key = xxh3_128(labels_json.as_bytes());
         if let Some(&id) = self.by_json.get(&key) {
             self.last_used[id as usize] = self.clock;
-            self.since_pass += 1;
             return Ok(id);
         }
         let labels = record::parse_labels(labels_json, mode)?;
@@ -158,7 +169,6 @@ impl SeriesTable {
     }
 
     pub fn intern_set(&mut self, labels: LabelSet) -> u32 {
-        self.since_pass += 1;
         let key = SeriesKey::new(labels);
         let hash = xxh3_64(key.labels_json.as_bytes());
         if let Some(id) = self.find(hash, &key.labels) {
@@ -201,40 +211,53 @@ impl SeriesTable {
         self.series.len() - self.free.len()
     }
 
-    /// When more than [`MAX_LIVE`] series are known, runs a pass that
-    /// forgets every series not used since the previous pass, except those
-    /// `busy` says still have entries waiting. A pass runs once at least as
-    /// many entries as there are series were looked up since the last one,
-    /// or once the known series doubled. So a series in use comes back
-    /// between two passes (a round over 100k active series takes 100k
-    /// entries) and is kept, while churned series, used once and never
-    /// again, go: memory stays within a few times the series in use.
-    /// (Evicting the least recently used whenever more than MAX_LIVE were
-    /// known made every round over many active series parse their labels
-    /// again and forgot their order checks.)
+    /// Advances the clock idleness is measured in (seconds, in the pusher).
+    pub fn tick(&mut self, now: u32) {
+        self.clock = now;
+    }
+
+    /// When more than [`MAX_LIVE`] series are known, forgets those idle
+    /// for [`IDLE_TICKS`]; above `max_series`, also the least recently used
+    /// others, down to 90% of it. Never a series `busy` says still has
+    /// entries waiting. Idle series are looked for at most once per tick. Memory is so bounded by the
+    /// series in use within IDLE_TICKS, and by `max_series` whatever the
+    /// churn. (Evicting the least recently used whenever more than MAX_LIVE
+    /// were known made every round over 100k active series parse their
+    /// labels again and forgot their order checks.)
     ///
     /// Forgetting is safe for what gets recorded: a series seen again gets
     /// its lane back (the lane follows from its labels), and only its input
     /// checks (metric order, repeats at the latest timestamp) start afresh;
     /// a store then judges such entries and the manifest records its answer.
     pub fn evict(&mut self, busy: impl Fn(u32) -> bool) -> usize {
-        let live = self.live() as u64;
-        if live <= MAX_LIVE as u64 || (self.since_pass < live && live < 2 * self.live_at_pass) {
+        let idle_pass = self.live() > MAX_LIVE && self.evicted_at != Some(self.clock);
+        if !idle_pass && self.live() <= self.max_series {
             return 0;
         }
-        let pass = self.clock;
-        self.clock += 1;
-        self.since_pass = 0;
-        let idle: Vec<u32> = (0..self.series.len() as u32)
-            .filter(|&id| {
-                self.series[id as usize].is_some()
-                    && self.last_used[id as usize] < pass
-                    && !busy(id)
-            })
+        self.evicted_at = Some(self.clock);
+        let mut candidates: Vec<(u32, u32)> = (0..self.series.len() as u32)
+            .filter(|&id| self.series[id as usize].is_some() && !busy(id))
+            .map(|id| (self.last_used[id as usize], id))
             .collect();
+        let idle = candidates
+            .iter()
+            .filter(|(used, _)| used.saturating_add(IDLE_TICKS) <= self.clock)
+            .count();
+        let over = self.live().saturating_sub(self.max_series / 10 * 9);
+        let n_go = if self.live() > self.max_series {
+            idle.max(over)
+        } else {
+            idle
+        };
+        let n_go = n_go.min(candidates.len());
+        if n_go == 0 {
+            return 0;
+        }
+        candidates.select_nth_unstable(n_go - 1);
+        candidates.truncate(n_go);
         let mut gone = vec![false; self.series.len()];
         let mut n = 0;
-        for &id in &idle {
+        for &(_, id) in &candidates {
             self.series[id as usize] = None;
             self.last[id as usize] = Latest::new();
             self.free.push(id);
@@ -248,7 +271,6 @@ impl SeriesTable {
                 !ids.is_empty()
             });
         }
-        self.live_at_pass = self.live() as u64;
         n
     }
 }
@@ -277,7 +299,7 @@ mod tests {
 
     #[test]
     fn the_same_labels_get_the_same_id_and_lane() {
-        let mut t = SeriesTable::new(7);
+        let mut t = SeriesTable::new(7, DEFAULT_MAX_SERIES);
         let a = t.intern(r#"{"s":"v1"}"#, Mode::Logs).unwrap();
         let b = t.intern(r#"{ "s" : "v1" }"#, Mode::Logs).unwrap();
         assert_eq!(a, b, "differently written, same series");
@@ -293,35 +315,32 @@ mod tests {
     }
 
     #[test]
-    fn above_the_limit_unused_series_go_and_come_back_on_their_lane() {
-        let mut t = SeriesTable::new(5);
+    fn above_the_limit_idle_series_go_and_come_back_on_their_lane() {
+        let mut t = SeriesTable::new(5, DEFAULT_MAX_SERIES);
         for i in 0..MAX_LIVE {
             t.intern_set(labels(i));
         }
         assert_eq!(t.evict(|_| false), 0, "at the limit nothing goes");
         let first = id_of(&t, labels(0));
         let lane_of_first = t.get(first).unwrap().lane;
-        t.intern_set(labels(MAX_LIVE)); // one over the limit
-                                        // The first pass only starts the clock: everything was used
-                                        // before it, so everything is unused since the previous one.
-        assert_eq!(t.evict(|_| false), 0, "{}", t.live());
-        let busy = id_of(&t, labels(1)); // not used since, but entries wait
-        for _ in 0..2 {
-            for i in MAX_LIVE / 2..MAX_LIVE + 1 {
-                t.intern_set(labels(i));
-            }
+        let busy = id_of(&t, labels(1)); // idle, but entries still wait
+        t.tick(IDLE_TICKS - 1);
+        for i in MAX_LIVE / 2..MAX_LIVE + 1 {
+            t.intern_set(labels(i));
         }
-        let evicted = t.evict(|id| id == busy);
+        assert_eq!(t.evict(|_| false), 0, "nobody idle yet");
+        t.tick(IDLE_TICKS);
         assert_eq!(
-            evicted,
+            t.evict(|id| id == busy),
             MAX_LIVE / 2 - 1,
-            "those not used since the last pass"
+            "the idle ones go"
         );
         assert!(t.get(busy).is_some(), "a busy series stays");
         assert!(
             t.get(id_of(&t, labels(MAX_LIVE / 2))).is_some(),
             "used ones stay"
         );
+        assert_eq!(t.evict(|_| false), 0, "once per tick");
         let back = t.intern_set(labels(0));
         assert_eq!(
             t.get(back).unwrap().lane,
@@ -331,32 +350,31 @@ mod tests {
         assert!(t.series.len() <= MAX_LIVE + 1, "ids are reused");
     }
 
-    /// Many series all in use (rounds over 20k active series): none is
-    /// forgotten, so their order checks hold; churned series (each used
-    /// once) are, so memory stays bounded.
+    /// Rounds over 100k series all in use, each every 15 s (a scrape
+    /// interval): none is forgotten, so their order checks hold. Churn
+    /// faster than series go idle is bounded by max_series.
     #[test]
-    fn active_series_stay_and_churned_ones_go() {
-        let mut t = SeriesTable::new(3);
-        let n = MAX_LIVE * 2;
-        for _round in 0..5 {
+    fn series_in_use_stay_and_churn_is_bounded() {
+        let mut t = SeriesTable::new(3, 50_000);
+        let mut t2 = SeriesTable::new(3, 200_000);
+        let n = 100_000;
+        for round in 0..5u32 {
+            t2.tick(round * 15);
             for i in 0..n {
-                t.intern_set(labels(i));
-                if i % 4096 == 0 {
-                    assert_eq!(t.evict(|_| false), 0);
-                }
+                t2.intern_set(labels(i));
             }
+            assert_eq!(t2.evict(|_| false), 0);
         }
-        assert_eq!(t.live(), n);
+        assert_eq!(t2.live(), n);
         let mut peak = 0;
-        for i in n..n * 20 {
+        for i in 0..n * 4 {
+            t.tick((i / 50_000) as u32);
             t.intern_set(labels(i));
             if i % 4096 == 0 {
                 t.evict(|_| false);
                 peak = peak.max(t.live());
             }
         }
-        // Bounded by a few times the series in use, not by the 380k
-        // churned through.
-        assert!(peak <= 3 * n, "{peak}");
+        assert!(peak <= 50_000 + 4096, "{peak}");
     }
 }
