@@ -95,10 +95,12 @@ pub fn round_12(value: f64) -> f64 {
 /// - `ts`: the exact set of timestamps (wrapping sum of their hashes);
 /// - `sum`: each value mapped by a log-like curve, `g(v) = sign(v) *
 ///   log2(1 + |v| / scale)`, times a weight in [1, 2) drawn from its
-///   timestamp (so values moved between timestamps change it). Through the
-///   curve, an error `e` in a value moves the sum by at most
-///   `e / (scale + |v|)`: relative for large values, absolute below
-///   `scale`, so one large value's rounding does not drown the small ones.
+///   timestamp (so values moved between timestamps change it), summed in
+///   fixed point (exact, so the order of summing does not matter and no
+///   rounding error grows with the count). Through the curve, an error `e`
+///   in a value moves its term by at most `4e / (scale + |v|)`: relative
+///   for large values, absolute below `scale`, so one large value's
+///   rounding does not drown the small ones.
 ///
 /// Only finite values are summed: a fragment holding NaN or an infinity has
 /// no sums.
@@ -107,7 +109,8 @@ pub struct ValueSums {
     pub ts: u64,
     /// A power of two 2^17 times below the fragment's largest |value|.
     pub scale: f64,
-    pub sum: f64,
+    /// In units of 2^-64.
+    pub sum: i128,
     /// Sum of 1 / (scale + |v|): how far an absolute error in every value
     /// can move `sum`.
     pub inv: f64,
@@ -117,13 +120,18 @@ pub struct ValueSums {
     pub max_abs: f64,
 }
 
-/// Relative error a store may add to each value (VictoriaMetrics keeps 12
-/// to 15 significant digits), with a margin.
-const RELATIVE_PRECISION: f64 = 1e-11;
+/// Relative error a store may add to each value: VictoriaMetrics converts
+/// values to decimals of at least 12 significant digits (15 above 1e6),
+/// to within 1e-12 of the value; with a margin of 4.
+const RELATIVE_PRECISION: f64 = 4e-12;
 /// Error a store may add to every value of a series, relative to the
-/// series' largest |value|: a block's shared exponent leaves about 18
-/// digits of that value (64-bit mantissas); the bound allows 16.
-const SHARED_EXPONENT_PRECISION: f64 = 1e-16;
+/// series' largest |value|: a block's shared exponent keeps that value's
+/// mantissa above 2^63 / 10, so one unit of the exponent is at most about
+/// 1.1e-18 of it; with a margin of 9.
+const SHARED_EXPONENT_PRECISION: f64 = 1e-17;
+
+/// One, in the fixed point of `ValueSums::sum`.
+const FIXED_ONE: f64 = 18_446_744_073_709_551_616.0;
 
 impl ValueSums {
     /// Empty sums whose curve bends at `scale`.
@@ -153,7 +161,8 @@ impl ValueSums {
         let h = ts_hash(ts_ms);
         self.ts = self.ts.wrapping_add(h);
         let term = weight(h) * curve(value, self.scale);
-        self.sum += term;
+        // |term| < 2 * 1100 (log2 of the largest double): no overflow.
+        self.sum = self.sum.wrapping_add((term * FIXED_ONE) as i128);
         self.inv += 1.0 / (self.scale + value.abs());
         self.abs += term.abs();
         self.max_abs = self.max_abs.max(value.abs());
@@ -164,7 +173,7 @@ impl ValueSums {
         (self.scale == o.scale).then(|| ValueSums {
             ts: self.ts.wrapping_add(o.ts),
             scale: self.scale,
-            sum: self.sum + o.sum,
+            sum: self.sum.wrapping_add(o.sum),
             inv: self.inv + o.inv,
             abs: self.abs + o.abs,
             max_abs: self.max_abs.max(o.max_abs),
@@ -182,12 +191,15 @@ impl ValueSums {
         }
         let n = count as f64;
         let quantum = SHARED_EXPONENT_PRECISION * series_max.max(self.max_abs);
-        // Through the curve (slope at most 1 / (scale + |v|)) and weights
-        // below 2: a relative error moves each term by at most
-        // 2 * RELATIVE_PRECISION, an absolute one by 2 * quantum / (scale + |v|).
-        let rounding = 2.0 * (n * RELATIVE_PRECISION + quantum * self.inv);
-        let float_error = 4.0 * n * f64::EPSILON * self.abs.max(found.abs);
-        (self.sum - found.sum).abs() <= rounding + float_error
+        // Through the curve (its slope is at most 2 / (scale + |v|)) and
+        // weights below 2: a relative error moves each term by at most
+        // 4 * RELATIVE_PRECISION, an absolute one by
+        // 4 * quantum / (scale + |v|).
+        let rounding = 4.0 * (n * RELATIVE_PRECISION + quantum * self.inv);
+        // Computing each term rounds; the fixed-point sum itself is exact.
+        let float_error = 8.0 * f64::EPSILON * (n + self.abs.max(found.abs));
+        let diff = self.sum.wrapping_sub(found.sum) as f64 / FIXED_ONE;
+        diff.abs() <= rounding + float_error
     }
 }
 

@@ -152,7 +152,8 @@ pub struct FragmentLine {
 pub struct ValuesLine {
     pub ts: String,
     pub scale: f64,
-    pub sum: f64,
+    /// `ValueSums::sum` in decimal: a 128-bit integer.
+    pub sum: String,
     pub inv: f64,
     pub max_abs: f64,
 }
@@ -162,7 +163,7 @@ impl ValuesLine {
         ValuesLine {
             ts: format!("{:016x}", v.ts),
             scale: v.scale,
-            sum: v.sum,
+            sum: v.sum.to_string(),
             inv: v.inv,
             max_abs: v.max_abs,
         }
@@ -172,7 +173,7 @@ impl ValuesLine {
         Some(ValueSums {
             ts: Digest::parse_hex(&self.ts)?,
             scale: self.scale,
-            sum: self.sum,
+            sum: self.sum.parse().ok()?,
             inv: self.inv,
             abs: 0.0,
             max_abs: self.max_abs,
@@ -557,30 +558,29 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         }
                         _ => None,
                     };
-                    let frag =
-                        Fragment {
-                            run: run.clone(),
-                            id: f.id,
-                            status: f.status,
-                            count: f.count,
-                            first_ts: parse_ts_field(&f.first_ts).map_err(perr)?,
-                            last_ts: parse_ts_field(&f.last_ts).map_err(perr)?,
-                            step: match &f.step {
-                                Some(s) => Some(parse_ts_field(s).map_err(perr)?),
-                                None => None,
-                            },
-                            checksum,
-                            checksum12,
-                            nan,
-                            values: match &f.values {
-                                Some(v) => Some(Box::new(v.sums().ok_or_else(|| {
-                                    perr(format!("invalid values.ts {:?}", v.ts))
-                                })?)),
-                                None => None,
-                            },
-                            maybe_duplicated: f.maybe_duplicated,
-                            reason: f.reason,
-                        };
+                    let frag = Fragment {
+                        run: run.clone(),
+                        id: f.id,
+                        status: f.status,
+                        count: f.count,
+                        first_ts: parse_ts_field(&f.first_ts).map_err(perr)?,
+                        last_ts: parse_ts_field(&f.last_ts).map_err(perr)?,
+                        step: match &f.step {
+                            Some(s) => Some(parse_ts_field(s).map_err(perr)?),
+                            None => None,
+                        },
+                        checksum,
+                        checksum12,
+                        nan,
+                        values: match &f.values {
+                            Some(v) => Some(Box::new(v.sums().ok_or_else(|| {
+                                perr(format!("invalid \"values\" {:?} {:?}", v.ts, v.sum))
+                            })?)),
+                            None => None,
+                        },
+                        maybe_duplicated: f.maybe_duplicated,
+                        reason: f.reason,
+                    };
                     let next = series_list.len() as u32;
                     let sid = *series_ids.entry(f.labels).or_insert_with_key(|l| {
                         series_list.push(l.clone());

@@ -59,6 +59,18 @@ impl Seen {
     }
 }
 
+/// How exactly a store keeps metric values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Bit for bit (Prometheus, the file sink): only exact matches pass.
+    #[default]
+    Exact,
+    /// As decimals (VictoriaMetrics): values rounded to 12 significant
+    /// digits, or to an exponent shared with larger values of the series,
+    /// pass with a note.
+    Decimal,
+}
+
 /// Adds an entry's value to sums that only exist while every value is
 /// finite (logs have none).
 fn add_value(sums: &mut Option<ValueSums>, e: &Seen) {
@@ -391,9 +403,7 @@ pub struct SeriesChecker {
     cur_ts: Option<i64>,
     cur_hashes: Vec<u64>,
     total: u64,
-    /// Largest finite |value| read: bounds the decimal exponent a store
-    /// may have shared across the series' values.
-    max_abs: f64,
+    precision: Precision,
 }
 
 /// The verdict on one series.
@@ -449,8 +459,14 @@ impl SeriesChecker {
             cur_ts: None,
             cur_hashes: Vec::new(),
             total: 0,
-            max_abs: 0.0,
+            precision: Precision::Exact,
         }
+    }
+
+    /// Accepts the rounding a store of this precision does.
+    pub fn with_precision(mut self, precision: Precision) -> SeriesChecker {
+        self.precision = precision;
+        self
     }
 
     pub fn plan(&self) -> &SeriesPlan {
@@ -463,9 +479,6 @@ impl SeriesChecker {
             ts, hash, hash12, ..
         } = e;
         self.total += 1;
-        if let Some(v) = e.value.filter(|v| v.is_finite()) {
-            self.max_abs = self.max_abs.max(v.abs());
-        }
         // An entry equal to one already seen at the same timestamp is a
         // repeat. Entries arrive in time order, so only the hashes at the
         // latest timestamp need keeping.
@@ -543,14 +556,21 @@ impl SeriesChecker {
             found: self.total,
         };
         let labels = &self.plan.labels;
-        let max_abs = self
-            .plan
-            .groups
-            .iter()
-            .flat_map(|g| g.units.iter().filter_map(|u| u.values.as_deref()))
-            .fold(self.max_abs, |m, v| m.max(v.max_abs));
+        // The largest value the series was sent bounds the exponent a store
+        // may share across its values. Never what was read back: an
+        // altered value would widen its own tolerance.
+        let tolerance = match self.precision {
+            Precision::Exact => None,
+            Precision::Decimal => Some(
+                self.plan
+                    .groups
+                    .iter()
+                    .flat_map(|g| g.units.iter().filter_map(|u| u.values.as_deref()))
+                    .fold(0f64, |m, v| m.max(v.max_abs)),
+            ),
+        };
         for (g, acc) in self.plan.groups.iter().zip(&self.acc) {
-            judge_group(labels, g, acc, max_abs, &mut out.findings);
+            judge_group(labels, g, acc, tolerance, &mut out.findings);
         }
         if self.unexpected.count > 0 {
             let mut f = Finding::new(Kind::Unexpected, true, labels);
@@ -590,13 +610,16 @@ struct Sums {
     values: Option<ValueSums>,
 }
 
-fn compare(found: Sums, exp: Sums, max_abs: f64) -> Option<Match> {
+/// `series_max` is None for exact stores, else the largest value the
+/// series was sent.
+fn compare(found: Sums, exp: Sums, series_max: Option<f64>) -> Option<Match> {
     if found.d.count != exp.d.count {
         return None;
     }
     if found.d.sum == exp.d.sum {
         return Some(Match::Exact);
     }
+    let max_abs = series_max?;
     if exp.d12.is_some() && exp.d12 == found.d12 {
         return Some(Match::Rounded);
     }
@@ -608,7 +631,7 @@ fn compare(found: Sums, exp: Sums, max_abs: f64) -> Option<Match> {
 
 /// Tries the entries without repeats first (a store kept a retried entry
 /// twice), then with them (the input itself held the entry twice).
-fn compare_acc(acc: &GroupAcc, exp: Sums, max_abs: f64) -> Option<(Match, bool)> {
+fn compare_acc(acc: &GroupAcc, exp: Sums, max_abs: Option<f64>) -> Option<(Match, bool)> {
     let found = Sums {
         d: acc.found,
         d12: Some(acc.found12),
@@ -656,7 +679,13 @@ fn sum_units<'a>(units: impl Iterator<Item = &'a Unit>) -> Sums {
 
 const ROUNDED_NOTE: &str = "values rounded by the store (to 12 significant digits, or to a decimal exponent shared with larger values of the series)";
 
-fn judge_group(labels: &LabelSet, g: &Group, acc: &GroupAcc, max_abs: f64, out: &mut Vec<Finding>) {
+fn judge_group(
+    labels: &LabelSet,
+    g: &Group,
+    acc: &GroupAcc,
+    max_abs: Option<f64>,
+    out: &mut Vec<Finding>,
+) {
     let ok: Vec<usize> = (0..g.units.len()).filter(|&i| g.units[i].ok).collect();
     let others: Vec<usize> = (0..g.units.len()).filter(|&i| !g.units[i].ok).collect();
     let exp = sum_units(ok.iter().map(|&i| &g.units[i])).d;
@@ -852,7 +881,7 @@ fn judge_overlap_by_ranges(
     g: &Group,
     acc: &GroupAcc,
     ok: &[usize],
-    max_abs: f64,
+    max_abs: Option<f64>,
     out: &mut Vec<Finding>,
 ) -> bool {
     if acc.per_unit.len() != g.units.len() || acc.uncovered > 0 {
@@ -1302,13 +1331,19 @@ mod tests {
             reason: None,
         };
         let plan = Arc::new(SeriesPlan::new(labels(), std::slice::from_ref(&f)));
-        let mut c = SeriesChecker::new(plan.clone());
+        let decimal =
+            |p: &Arc<SeriesPlan>| SeriesChecker::new(p.clone()).with_precision(Precision::Decimal);
+        let mut c = decimal(&plan);
         c.observe(Seen::sample(ts, stored));
         let r = c.finish();
         assert_eq!(kinds(&r), vec![(Kind::Note, false)]);
         assert!(r.findings[0].detail.contains("12 significant"));
+        // A store that keeps values exactly (Prometheus) must not round.
+        let mut c = SeriesChecker::new(plan.clone());
+        c.observe(Seen::sample(ts, stored));
+        assert_eq!(kinds(&c.finish()), vec![(Kind::Altered, true)]);
         // A different value that rounds differently is altered.
-        let mut c = SeriesChecker::new(plan);
+        let mut c = decimal(&plan);
         c.observe(Seen::sample(ts, 0.31));
         assert_eq!(kinds(&c.finish()), vec![(Kind::Altered, true)]);
     }
@@ -1326,7 +1361,7 @@ mod tests {
         ];
         let check = |frags: &[Fragment], read: &[(i64, f64)]| {
             let plan = Arc::new(SeriesPlan::new(labels(), frags));
-            let mut c = SeriesChecker::new(plan);
+            let mut c = SeriesChecker::new(plan).with_precision(Precision::Decimal);
             read.iter()
                 .for_each(|&(t, v)| c.observe(Seen::sample(t, v)));
             kinds(&c.finish())
@@ -1352,6 +1387,29 @@ mod tests {
         let overlap = [metric_frag(1, &sent[..2]), metric_frag(2, &sent[1..])];
         let r = check(&overlap, &stored);
         assert_eq!(r, vec![(Kind::Note, false)]);
+        // A value read back far larger than anything sent does not widen
+        // the tolerance it is judged by.
+        let small: Vec<(i64, f64)> = (0..500)
+            .map(|i| (i * 1000, 1.0 + (i % 9) as f64 / 7.0))
+            .collect();
+        let mut huge = small.clone();
+        huge[7].1 = 1e18;
+        assert_eq!(
+            check(&[metric_frag(1, &small)], &huge),
+            vec![(Kind::Altered, true)]
+        );
+        // A large value in another fragment of the series loosens the
+        // others only by what the store's shared exponent can do: a small
+        // value multiplied by 1000, or zeroed, is still caught.
+        let frags = [metric_frag(1, &[(-1000, 1e15)]), metric_frag(2, &small)];
+        let mut read = vec![(-1000, 1e15)];
+        read.extend(&small);
+        assert_eq!(check(&frags, &read), vec![]);
+        for changed in [small[7].1 * 1000.0, 0.0] {
+            let mut r = read.clone();
+            r[8].1 = changed;
+            assert_eq!(check(&frags, &r), vec![(Kind::Altered, true)], "{changed}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::http::ClientArgs;
 use crate::manifest;
 use crate::record::Mode;
 
-use check::{Seen, SeriesChecker, SeriesPlan, SeriesResult};
+use check::{Precision, Seen, SeriesChecker, SeriesPlan, SeriesResult};
 
 /// How `looker-verify` reads a Prometheus-compatible store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -149,6 +149,15 @@ impl Reader {
             Target::VictoriaMetrics(u) => Reader::Vm(vm::VmReader::new(client, u)?),
             Target::File(_) => bail!("a file is not read per series"),
         })
+    }
+
+    /// How exactly the store keeps values: VictoriaMetrics as decimals,
+    /// the others bit for bit.
+    pub fn precision(&self) -> Precision {
+        match self {
+            Reader::Vm(_) => Precision::Decimal,
+            _ => Precision::Exact,
+        }
     }
 
     /// Called before each pass over the series.
@@ -297,7 +306,7 @@ async fn check_series(
         let progress = progress.clone();
         set.spawn(async move {
             let _permit = permit;
-            let mut checker = SeriesChecker::new(plan.clone());
+            let mut checker = SeriesChecker::new(plan.clone()).with_precision(reader.precision());
             let mut n = 0u64;
             let t = Instant::now();
             reader
