@@ -215,10 +215,12 @@ pub fn serve_in_thread(addr: SocketAddr, registry: Registry) -> std::io::Result<
     let bound = listener.local_addr()?;
     std::thread::Builder::new()
         .name("metrics".into())
-        .spawn(move || {
-            for sock in listener.incoming() {
-                let Ok(sock) = sock else { continue };
-                answer(sock, &registry);
+        .spawn(move || loop {
+            match listener.accept() {
+                Ok((sock, _)) => answer(sock, &registry),
+                // Out of file descriptors, say: try again later rather
+                // than spin.
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
             }
         })?;
     Ok(bound)
@@ -229,12 +231,20 @@ fn answer(mut sock: std::net::TcpStream, registry: &Registry) {
     // A scraper that connects and says nothing must not stall the next.
     let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(2)));
     let _ = sock.set_write_timeout(Some(std::time::Duration::from_secs(2)));
-    let mut buf = [0u8; 4096];
-    let n = match sock.read(&mut buf) {
-        Ok(n) => n,
-        Err(_) => return,
-    };
-    let (status, body) = if buf[..n].starts_with(b"GET /metrics") {
+    // Read the whole request head (it may arrive in pieces), up to 8 KiB.
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let path = head
+        .split(|&b| b == b' ')
+        .nth(1)
+        .map(|p| p.split(|&b| b == b'?').next().unwrap_or(p));
+    let (status, body) = if head.starts_with(b"GET ") && path == Some(b"/metrics") {
         let mut out = Vec::new();
         let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut out);
         ("200 OK", out)
@@ -247,4 +257,45 @@ fn answer(mut sock: std::net::TcpStream, registry: &Registry) {
     );
     let _ = sock.write_all(hdr.as_bytes());
     let _ = sock.write_all(&body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn ask(addr: SocketAddr, pieces: &[&[u8]]) -> String {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        for p in pieces {
+            s.write_all(p).unwrap();
+            s.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn serves_exactly_get_metrics_even_when_the_request_comes_in_pieces() {
+        let m = GenMetrics::new().unwrap();
+        m.records.inc_by(42);
+        let addr = serve_in_thread("127.0.0.1:0".parse().unwrap(), m.registry.clone()).unwrap();
+        let r = ask(
+            addr,
+            &[b"GET /met", b"rics HTTP/1.1\r\nHost: x\r\n", b"\r\n"],
+        );
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.contains("looker_gen_records_total 42"), "{r}");
+        let r = ask(addr, &[b"GET /metrics?x=1 HTTP/1.1\r\n\r\n"]);
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        for wrong in [
+            &b"GET /metricsX HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"POST /metrics HTTP/1.1\r\n\r\n",
+        ] {
+            let r = ask(addr, &[wrong]);
+            assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+        }
+    }
 }
