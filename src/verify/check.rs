@@ -377,7 +377,10 @@ struct GroupAcc {
     /// Entries without repeats.
     found: Digest,
     found12: u64,
-    found_values: Option<ValueSums>,
+    /// Value sums of the entries without repeats, at each scale one of
+    /// the group's contents was recorded with (fragments differ in scale;
+    /// any combination of same-scale contents can then be compared).
+    found_values: Vec<Option<ValueSums>>,
     /// Every entry, repeats included (the input itself may repeat an entry).
     raw: Digest,
     raw12: u64,
@@ -446,9 +449,19 @@ impl SeriesChecker {
                 } else {
                     Vec::new()
                 },
-                found_values: sum_units(g.units.iter())
-                    .values
-                    .map(|v| ValueSums::with_scale(v.scale)),
+                found_values: {
+                    let mut scales: Vec<f64> = g
+                        .units
+                        .iter()
+                        .filter_map(|u| u.values.as_ref().map(|v| v.scale))
+                        .collect();
+                    scales.sort_by(f64::total_cmp);
+                    scales.dedup();
+                    scales
+                        .into_iter()
+                        .map(|s| Some(ValueSums::with_scale(s)))
+                        .collect()
+                },
                 ..GroupAcc::default()
             })
             .collect();
@@ -513,7 +526,9 @@ impl SeriesChecker {
         }
         acc.found.add(hash);
         acc.found12 = acc.found12.wrapping_add(hash12);
-        add_value(&mut acc.found_values, &e);
+        for sums in &mut acc.found_values {
+            add_value(sums, &e);
+        }
         if !acc.per_unit.is_empty() {
             let mut covered = false;
             for (u, pu) in group.units.iter().zip(acc.per_unit.iter_mut()) {
@@ -635,7 +650,13 @@ fn compare_acc(acc: &GroupAcc, exp: Sums, max_abs: Option<f64>) -> Option<(Match
     let found = Sums {
         d: acc.found,
         d12: Some(acc.found12),
-        values: acc.found_values,
+        values: exp.values.and_then(|e| {
+            acc.found_values
+                .iter()
+                .flatten()
+                .find(|f| f.scale == e.scale)
+                .copied()
+        }),
     };
     if let Some(m) = compare(found, exp, max_abs) {
         return Some((m, false));
@@ -1387,6 +1408,13 @@ mod tests {
         let overlap = [metric_frag(1, &sent[..2]), metric_frag(2, &sent[1..])];
         let r = check(&overlap, &stored);
         assert_eq!(r, vec![(Kind::Note, false)]);
+        // An acknowledged fragment overlapping one that failed (a
+        // different largest value, so a different scale): the failed one
+        // is absent, and the acknowledged one passes at its precision.
+        let mut failed = metric_frag(2, &[(1500, 7.0), (2500, 8.0)]);
+        failed.status = Status::Failed;
+        let r = check(&[metric_frag(1, &sent), failed], &stored);
+        assert_eq!(r, vec![(Kind::Note, false), (Kind::Absent, false)]);
         // A value read back far larger than anything sent does not widen
         // the tolerance it is judged by.
         let small: Vec<(i64, f64)> = (0..500)
