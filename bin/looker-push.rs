@@ -58,8 +58,9 @@ struct Cli {
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     max_line_bytes: usize,
     /// Series kept in memory (about 2 KB each) for order and repeat
-    /// checks. Series idle for a minute are forgotten first; above this
-    /// many, the least recently used too.
+    /// checks, at least 10000. Idle series (unused for a minute and for
+    /// twice as many entries as there are series) are forgotten first;
+    /// above this many, the least recently used too.
     #[arg(long, default_value_t = looker::series::DEFAULT_MAX_SERIES, value_name = "N")]
     max_series: usize,
     /// Shift all timestamps so the run starts now, keeping spacing and order.
@@ -227,11 +228,13 @@ fn config(cli: Cli) -> anyhow::Result<PushConfig> {
         ("--max-concurrent-writes", cli.max_concurrent_writes),
         ("--max-message-bytes", cli.max_message_bytes),
         ("--max-line-bytes", cli.max_line_bytes),
-        ("--max-series", cli.max_series),
     ] {
         if v == 0 {
             bail!("{name} must be at least 1");
         }
+    }
+    if cli.max_series < looker::series::MAX_LIVE {
+        bail!("--max-series must be at least {}", looker::series::MAX_LIVE);
     }
     if cli.retry_min_delay > cli.retry_max_delay {
         bail!("--retry-min-delay must not exceed --retry-max-delay");

@@ -188,7 +188,7 @@ impl Fragment {
             // Computed once the fragment is complete: the curve's scale
             // depends on its largest value.
             values: match mode {
-                Mode::Metrics => ValueSums::of(self.samples()),
+                Mode::Metrics => Some(ValueSums::of(self.samples())),
                 Mode::Logs => None,
             },
             first_ts: self.ts.first().copied().unwrap_or(0),

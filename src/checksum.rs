@@ -50,23 +50,26 @@ pub fn metric_sample(ts_ms: i64, value: f64) -> u64 {
     xxh3_64_with_seed(&bits.to_le_bytes(), ts_ms as u64)
 }
 
-/// The same sample with its value rounded to 12 significant digits, the
-/// precision VictoriaMetrics keeps; lets the verifier tell "rounded by the
-/// store" apart from "altered".
+/// The same sample with its value rounded as VictoriaMetrics keeps values
+/// ([`round_12`]); lets the verifier tell "rounded by the store" apart from
+/// "altered".
 pub fn metric_sample_12(ts_ms: i64, value: f64) -> u64 {
     metric_sample(ts_ms, round_12(value))
 }
 
-/// `value` rounded to 12 significant digits. Scaling by a power of ten
-/// instead of formatting: exact decimal formatting cost a quarter of the
-/// pusher's CPU on metric input. Both sides of a comparison use this same
-/// function, so its last-bit behaviour only has to be deterministic.
+/// `value` with the significant digits VictoriaMetrics converts it to:
+/// integers up to 2^53 unchanged, values above 1e6 rounded to 15
+/// significant digits, others to 12. Scaling by a power of ten instead of
+/// formatting: exact decimal formatting cost a quarter of the pusher's CPU
+/// on metric input. Both sides of a comparison use this same function, so
+/// its last-bit behaviour only has to be deterministic.
 pub fn round_12(value: f64) -> f64 {
-    if !value.is_finite() || value == 0.0 {
+    if !value.is_finite() || value == 0.0 || relative_precision(value) == 0.0 {
         return value;
     }
+    let digits = if value.abs() > 1e6 { 15 } else { 12 };
     let exp = value.abs().log10().floor() as i32;
-    let shift = 11 - exp;
+    let shift = digits - 1 - exp;
     // 10^shift must stay finite and normal on both sides.
     if !(-290..=290).contains(&shift) {
         return value;
@@ -92,8 +95,9 @@ pub fn round_12(value: f64) -> f64 {
 /// back as 3.1415926); a per-value hash cannot tell that from an altered
 /// value. These sums can:
 ///
-/// - `ts`: the exact set of timestamps (wrapping sum of their hashes);
-/// - `sum`: each value mapped by a log-like curve, `g(v) = sign(v) *
+/// - `ts`: the exact set of timestamps (wrapping sum of their hashes; an
+///   infinity's sign is mixed in, as stores keep infinities exactly);
+/// - `sum`: each finite value mapped by a log-like curve, `g(v) = sign(v) *
 ///   log2(1 + |v| / scale)`, times a weight in [1, 2) drawn from its
 ///   timestamp (so values moved between timestamps change it), summed in
 ///   fixed point (exact, so the order of summing does not matter and no
@@ -102,8 +106,8 @@ pub fn round_12(value: f64) -> f64 {
 ///   for large values, absolute below `scale`, so one large value's
 ///   rounding does not drown the small ones.
 ///
-/// Only finite values are summed: a fragment holding NaN or an infinity has
-/// no sums.
+/// NaN samples are left out: VictoriaMetrics drops them, and the verifier
+/// checks NaN-holding fragments there without them.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ValueSums {
     pub ts: u64,
@@ -111,27 +115,45 @@ pub struct ValueSums {
     pub scale: f64,
     /// In units of 2^-64.
     pub sum: i128,
-    /// Sum of 1 / (scale + |v|): how far an absolute error in every value
-    /// can move `sum`.
+    /// Sum of each value's relative rounding allowance (see
+    /// `relative_precision`).
+    pub rel: f64,
+    /// Sum of 1 / (scale + |v|) over non-zero values: how far an absolute
+    /// error in each of them can move `sum` (stores keep zeros exactly).
     pub inv: f64,
     /// Sum of |terms|, to bound floating-point error (not recorded).
     pub abs: f64,
-    /// Largest |value|.
+    /// Largest finite |value|.
     pub max_abs: f64,
 }
 
-/// Relative error a store may add to each value: VictoriaMetrics converts
-/// values to decimals of at least 12 significant digits (15 above 1e6),
-/// to within 1e-12 of the value; with a margin of 4.
-const RELATIVE_PRECISION: f64 = 4e-12;
 /// Error a store may add to every value of a series, relative to the
-/// series' largest |value|: a block's shared exponent keeps that value's
-/// mantissa above 2^63 / 10, so one unit of the exponent is at most about
-/// 1.1e-18 of it; with a margin of 9.
-const SHARED_EXPONENT_PRECISION: f64 = 1e-17;
+/// series' largest |value|: a block's shared exponent is chosen so that
+/// value's mantissa stays above 2^63 / 10, so one unit of the exponent is at
+/// most 1.08e-18 of it; with a margin of 1.85.
+const SHARED_EXPONENT_PRECISION: f64 = 2e-18;
 
 /// One, in the fixed point of `ValueSums::sum`.
 const FIXED_ONE: f64 = 18_446_744_073_709_551_616.0;
+
+/// Marks an infinity's timestamp in `ValueSums::ts`, by sign.
+const POS_INF_MARK: u64 = 0x5bd1_e995_0000_0001;
+const NEG_INF_MARK: u64 = 0x5bd1_e995_0000_0002;
+
+/// The relative error VictoriaMetrics' conversion of one value to a
+/// decimal may add, with a margin of 4: integers up to 2^53 are kept
+/// exactly, values above 1e6 to 15 significant digits (within 1e-15), the
+/// others to 12 (within 1e-12).
+pub fn relative_precision(value: f64) -> f64 {
+    let a = value.abs();
+    if value == value.trunc() && a <= 9_007_199_254_740_992.0 {
+        0.0
+    } else if a > 1e6 {
+        4e-15
+    } else {
+        4e-12
+    }
+}
 
 impl ValueSums {
     /// Empty sums whose curve bends at `scale`.
@@ -142,28 +164,41 @@ impl ValueSums {
         }
     }
 
-    /// The sums of a fragment's samples; None when a value is not finite.
-    pub fn of(samples: impl Iterator<Item = (i64, f64)> + Clone) -> Option<ValueSums> {
-        let mut max_abs = 0f64;
-        for (_, v) in samples.clone() {
-            if !v.is_finite() {
-                return None;
-            }
-            max_abs = max_abs.max(v.abs());
-        }
+    /// The sums of a fragment's samples.
+    pub fn of(samples: impl Iterator<Item = (i64, f64)> + Clone) -> ValueSums {
+        let max_abs = samples
+            .clone()
+            .map(|(_, v)| v.abs())
+            .filter(|a| a.is_finite())
+            .fold(0f64, f64::max);
         let mut s = ValueSums::with_scale(scale_for(max_abs));
         samples.for_each(|(t, v)| s.add(t, v));
-        Some(s)
+        s
     }
 
-    /// Adds one finite value.
+    /// Adds one sample; a NaN is left out.
     pub fn add(&mut self, ts_ms: i64, value: f64) {
         let h = ts_hash(ts_ms);
+        if value.is_nan() {
+            return;
+        }
+        if value.is_infinite() {
+            let mark = if value > 0.0 {
+                POS_INF_MARK
+            } else {
+                NEG_INF_MARK
+            };
+            self.ts = self.ts.wrapping_add(h ^ mark);
+            return;
+        }
         self.ts = self.ts.wrapping_add(h);
         let term = weight(h) * curve(value, self.scale);
         // |term| < 2 * 1100 (log2 of the largest double): no overflow.
         self.sum = self.sum.wrapping_add((term * FIXED_ONE) as i128);
-        self.inv += 1.0 / (self.scale + value.abs());
+        self.rel += relative_precision(value);
+        if value != 0.0 {
+            self.inv += 1.0 / (self.scale + value.abs());
+        }
         self.abs += term.abs();
         self.max_abs = self.max_abs.max(value.abs());
     }
@@ -174,28 +209,33 @@ impl ValueSums {
             ts: self.ts.wrapping_add(o.ts),
             scale: self.scale,
             sum: self.sum.wrapping_add(o.sum),
+            rel: self.rel + o.rel,
             inv: self.inv + o.inv,
             abs: self.abs + o.abs,
             max_abs: self.max_abs.max(o.max_abs),
         })
     }
 
-    /// True when `found` (read back, `count` samples) has exactly these
-    /// timestamps, and values that differ from these by no more than a
-    /// store's decimal rounding: RELATIVE_PRECISION of each value plus
-    /// SHARED_EXPONENT_PRECISION of `series_max`, the largest |value| of
-    /// the series (a storage block can span fragments).
+    /// True when `found` (read back) has exactly these timestamps, no value
+    /// larger than any sent (a store's rounding never grows a value by more
+    /// than its relative precision), and values that differ from these by
+    /// no more than a store's decimal rounding: each value's relative
+    /// precision plus SHARED_EXPONENT_PRECISION of `series_max`, the
+    /// largest |value| the series was sent (a storage block can span
+    /// fragments).
     pub fn within_precision(&self, found: &ValueSums, count: u64, series_max: f64) -> bool {
         if self.ts != found.ts || self.scale != found.scale || self.scale <= 0.0 {
+            return false;
+        }
+        if found.max_abs > self.max_abs * (1.0 + 4e-12) {
             return false;
         }
         let n = count as f64;
         let quantum = SHARED_EXPONENT_PRECISION * series_max.max(self.max_abs);
         // Through the curve (its slope is at most 2 / (scale + |v|)) and
-        // weights below 2: a relative error moves each term by at most
-        // 4 * RELATIVE_PRECISION, an absolute one by
-        // 4 * quantum / (scale + |v|).
-        let rounding = 4.0 * (n * RELATIVE_PRECISION + quantum * self.inv);
+        // weights below 2: a relative error r moves a term by at most 4r,
+        // an absolute one q by 4q / (scale + |v|).
+        let rounding = 4.0 * (self.rel + quantum * self.inv);
         // Computing each term rounds; the fixed-point sum itself is exact.
         let float_error = 8.0 * f64::EPSILON * (n + self.abs.max(found.abs));
         let diff = self.sum.wrapping_sub(found.sum) as f64 / FIXED_ONE;
@@ -280,7 +320,7 @@ mod tests {
     }
 
     #[test]
-    fn rounding_to_12_digits_keeps_short_decimals_and_is_idempotent() {
+    fn rounding_as_victoriametrics_keeps_short_decimals_and_is_idempotent() {
         for v in [
             0.1,
             12.345,
@@ -297,7 +337,11 @@ mod tests {
         assert_eq!(round_12(0.1), 0.1);
         assert_eq!(round_12(12.345), 12.345);
         assert_eq!(round_12(1.0000000000001), 1.0);
-        assert_eq!(round_12(123456789012345.0), 123456789012000.0);
+        // Integers VictoriaMetrics keeps exactly are not rounded; above 1e6
+        // it keeps 15 digits.
+        assert_eq!(round_12(123456789012345.0), 123456789012345.0);
+        assert_eq!(round_12(1234567.8901234567), 1234567.89012346);
+        assert_eq!(round_12(1.5e17 + 0.0), 1.5e17);
     }
 
     #[test]
@@ -319,7 +363,7 @@ mod tests {
             (2000, 4.12345678901234),
             (3000, 7.5),
         ];
-        let exp = ValueSums::of(sent.iter().copied()).unwrap();
+        let exp = ValueSums::of(sent.iter().copied());
         let (sc, max) = (exp.scale, 98765432101.2789);
         assert_eq!(sc, 2f64.powi(36 - 17));
         // As VictoriaMetrics stores them: one exponent for the block.
@@ -372,12 +416,26 @@ mod tests {
         // sums.
         let rev: Vec<_> = sent.iter().rev().copied().collect();
         assert!(exp.within_precision(&sums(&rev, sc), 3, max));
-        assert_eq!(
-            ValueSums::of([(1, 1.0), (2, f64::INFINITY)].into_iter()),
-            None
+        // Infinities are kept exactly: a changed sign is caught. NaN is
+        // left out (the store drops it), and so is its timestamp.
+        let inf = ValueSums::of([(1, 1.5), (2, f64::INFINITY)].into_iter());
+        let neg = sums(&[(1, 1.5), (2, f64::NEG_INFINITY)], inf.scale);
+        assert!(!inf.within_precision(&neg, 2, 1.5));
+        assert!(inf.within_precision(&sums(&[(1, 1.5), (2, f64::INFINITY)], inf.scale), 2, 1.5));
+        let nan = ValueSums::of([(1, 1.5), (2, f64::NAN), (3, 2.5)].into_iter());
+        assert!(nan.within_precision(&sums(&[(1, 1.5), (3, 2.5)], nan.scale), 2, 2.5));
+        // Nothing read back may be larger than anything sent.
+        let grown = sums(
+            &[
+                (1000, 98765432101.2789 * 1.001),
+                (2000, 4.12345678901234),
+                (3000, 7.5),
+            ],
+            sc,
         );
+        assert!(!exp.within_precision(&grown, 3, max));
         // Without a large neighbour, small values keep their precision.
-        let small = ValueSums::of([(1, 4.12345678901234), (2, 2.5)].into_iter()).unwrap();
+        let small = ValueSums::of([(1, 4.12345678901234), (2, 2.5)].into_iter());
         let off = sums(&[(1, 4.1234567), (2, 2.5)], small.scale);
         assert!(!small.within_precision(&off, 2, 4.2));
     }

@@ -154,6 +154,7 @@ pub struct ValuesLine {
     pub scale: f64,
     /// `ValueSums::sum` in decimal: a 128-bit integer.
     pub sum: String,
+    pub rel: f64,
     pub inv: f64,
     pub max_abs: f64,
 }
@@ -164,6 +165,7 @@ impl ValuesLine {
             ts: format!("{:016x}", v.ts),
             scale: v.scale,
             sum: v.sum.to_string(),
+            rel: v.rel,
             inv: v.inv,
             max_abs: v.max_abs,
         }
@@ -174,6 +176,7 @@ impl ValuesLine {
             ts: Digest::parse_hex(&self.ts)?,
             scale: self.scale,
             sum: self.sum.parse().ok()?,
+            rel: self.rel,
             inv: self.inv,
             abs: 0.0,
             max_abs: self.max_abs,

@@ -228,13 +228,18 @@ pub fn serve_in_thread(addr: SocketAddr, registry: Registry) -> std::io::Result<
 
 fn answer(mut sock: std::net::TcpStream, registry: &Registry) {
     use std::io::{Read, Write};
-    // A scraper that connects and says nothing must not stall the next.
-    let _ = sock.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    // A scraper that says nothing, or trickles, must not stall the next:
+    // the whole request gets 2 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let _ = sock.set_write_timeout(Some(std::time::Duration::from_secs(2)));
     // Read the whole request head (it may arrive in pieces), up to 8 KiB.
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
         match sock.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => head.extend_from_slice(&buf[..n]),

@@ -898,8 +898,15 @@ impl BatchState<'_> {
         // Series churn: above a limit, forget the least recently used
         // series, never one with entries waiting in an open fragment.
         let batcher = &self.batcher;
+        let forced_before = self.table.forced_out;
         self.table
             .evict(|id| batcher.as_ref().is_some_and(|b| b.has_open(id)));
+        if forced_before == 0 && self.table.forced_out > 0 && !self.cfg.quiet {
+            eprintln!(
+                "looker-push: more than --max-series {} series in use: the least recently used are forgotten while still in use (their labels are parsed again and their order checks start afresh); raise --max-series",
+                self.cfg.max_series
+            );
+        }
         if self.last_ts_ns != i64::MIN {
             let lag_ms = (timefmt::now_ns() - self.last_ts_ns) / 1_000_000;
             self.stats.lag_ms.store(lag_ms, Relaxed);

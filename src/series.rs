@@ -106,6 +106,13 @@ pub struct SeriesTable {
     /// Per series, the clock (see [`SeriesTable::tick`]) when it was last
     /// used.
     last_used: Vec<u32>,
+    /// Per series, the lookup count (see `lookups`) when it was last used.
+    last_lookup: Vec<u64>,
+    /// Lookups so far: one per entry.
+    lookups: u64,
+    /// Series forgotten by the --max-series limit while still in use
+    /// (used within IDLE_TICKS).
+    pub forced_out: u64,
     free: Vec<u32>,
     lanes: usize,
     /// Seconds since the push started, in the pusher.
@@ -139,6 +146,9 @@ impl SeriesTable {
             series: Vec::new(),
             last: Vec::new(),
             last_used: Vec::new(),
+            last_lookup: Vec::new(),
+            lookups: 0,
+            forced_out: 0,
             free: Vec::new(),
             lanes: lanes.max(1),
             clock: 0,
@@ -151,13 +161,19 @@ impl SeriesTable {
     pub fn intern(&mut self, labels_json: &str, mode: Mode) -> Result<u32, RecordError> {
         let key = xxh3_128(labels_json.as_bytes());
         if let Some(&id) = self.by_json.get(&key) {
-            self.last_used[id as usize] = self.clock;
+            self.touch(id);
             return Ok(id);
         }
         let labels = record::parse_labels(labels_json, mode)?;
         let id = self.intern_set(labels);
         self.by_json.insert(key, id);
         Ok(id)
+    }
+
+    fn touch(&mut self, id: u32) {
+        self.lookups += 1;
+        self.last_used[id as usize] = self.clock;
+        self.last_lookup[id as usize] = self.lookups;
     }
 
     fn find(&self, hash: u64, labels: &LabelSet) -> Option<u32> {
@@ -172,7 +188,7 @@ impl SeriesTable {
         let key = SeriesKey::new(labels);
         let hash = xxh3_64(key.labels_json.as_bytes());
         if let Some(id) = self.find(hash, &key.labels) {
-            self.last_used[id as usize] = self.clock;
+            self.touch(id);
             return id;
         }
         let labels = key.labels.clone();
@@ -189,14 +205,17 @@ impl SeriesTable {
             Some(id) => {
                 self.series[id as usize] = Some(series);
                 self.last[id as usize] = Latest::new();
-                self.last_used[id as usize] = self.clock;
+                self.touch(id);
                 id
             }
             None => {
                 self.series.push(Some(series));
                 self.last.push(Latest::new());
-                self.last_used.push(self.clock);
-                (self.series.len() - 1) as u32
+                self.last_used.push(0);
+                self.last_lookup.push(0);
+                let id = (self.series.len() - 1) as u32;
+                self.touch(id);
+                id
             }
         };
         self.by_labels.entry(hash).or_default().push(id);
@@ -217,7 +236,8 @@ impl SeriesTable {
     }
 
     /// When more than [`MAX_LIVE`] series are known, forgets those idle
-    /// for [`IDLE_TICKS`]; above `max_series`, also the least recently used
+    /// (unused for [`IDLE_TICKS`] and for twice as many entries as there
+    /// are series); above `max_series`, also the least recently used
     /// others, down to 90% of it. Never a series `busy` says still has
     /// entries waiting. Idle series are looked for at most once per tick. Memory is so bounded by the
     /// series in use within IDLE_TICKS, and by `max_series` whatever the
@@ -235,14 +255,20 @@ impl SeriesTable {
             return 0;
         }
         self.evicted_at = Some(self.clock);
-        let mut candidates: Vec<(u32, u32)> = (0..self.series.len() as u32)
+        // Idle: unused for IDLE_TICKS and for twice as many entries as
+        // there are series (so neither a slow round over many series nor a
+        // stalled store makes series in use look idle). Both grow with the
+        // order of use, so the idle series are the least recently used.
+        let window = 2 * self.live() as u64;
+        let mut candidates: Vec<(u64, u32)> = (0..self.series.len() as u32)
             .filter(|&id| self.series[id as usize].is_some() && !busy(id))
-            .map(|id| (self.last_used[id as usize], id))
+            .map(|id| (self.last_lookup[id as usize], id))
             .collect();
-        let idle = candidates
-            .iter()
-            .filter(|(used, _)| used.saturating_add(IDLE_TICKS) <= self.clock)
-            .count();
+        let is_idle = |id: u32| {
+            self.last_used[id as usize].saturating_add(IDLE_TICKS) <= self.clock
+                && self.lookups - self.last_lookup[id as usize] >= window
+        };
+        let idle = candidates.iter().filter(|(_, id)| is_idle(*id)).count();
         let over = self.live().saturating_sub(self.max_series / 10 * 9);
         let n_go = if self.live() > self.max_series {
             idle.max(over)
@@ -255,6 +281,10 @@ impl SeriesTable {
         }
         candidates.select_nth_unstable(n_go - 1);
         candidates.truncate(n_go);
+        self.forced_out += candidates
+            .iter()
+            .filter(|(_, id)| self.last_used[*id as usize].saturating_add(IDLE_TICKS) > self.clock)
+            .count() as u64;
         let mut gone = vec![false; self.series.len()];
         let mut n = 0;
         for &(_, id) in &candidates {
@@ -325,10 +355,12 @@ mod tests {
         let lane_of_first = t.get(first).unwrap().lane;
         let busy = id_of(&t, labels(1)); // idle, but entries still wait
         t.tick(IDLE_TICKS - 1);
-        for i in MAX_LIVE / 2..MAX_LIVE + 1 {
-            t.intern_set(labels(i));
+        for _ in 0..5 {
+            for i in MAX_LIVE / 2..MAX_LIVE + 1 {
+                t.intern_set(labels(i));
+            }
         }
-        assert_eq!(t.evict(|_| false), 0, "nobody idle yet");
+        assert_eq!(t.evict(|_| false), 0, "nobody idle for long enough yet");
         t.tick(IDLE_TICKS);
         assert_eq!(
             t.evict(|id| id == busy),
@@ -376,5 +408,33 @@ mod tests {
             }
         }
         assert!(peak <= 50_000 + 4096, "{peak}");
+    }
+
+    /// A round over 100k series that takes longer than IDLE_TICKS (a slow
+    /// rate, or a store that stalls the push): the series are still in
+    /// use, so none is forgotten; the --max-series limit does forget, and
+    /// says so.
+    #[test]
+    fn slow_rounds_keep_their_series_and_the_limit_reports_what_it_forced_out() {
+        let mut t = SeriesTable::new(3, 1_000_000);
+        let n = 100_000;
+        for round in 0..4u32 {
+            for i in 0..n {
+                t.tick(round * 200 + (i / 1000) as u32);
+                t.intern_set(labels(i));
+                if i % 4096 == 0 {
+                    assert_eq!(t.evict(|_| false), 0, "round {round}, entry {i}");
+                }
+            }
+        }
+        assert_eq!(t.forced_out, 0);
+        let mut small = SeriesTable::new(3, 50_000);
+        for i in 0..n {
+            small.intern_set(labels(i));
+            if i % 4096 == 0 {
+                small.evict(|_| false);
+            }
+        }
+        assert!(small.forced_out > 0);
     }
 }

@@ -71,11 +71,10 @@ pub enum Precision {
     Decimal,
 }
 
-/// Adds an entry's value to sums that only exist while every value is
-/// finite (logs have none).
+/// Adds an entry's value to value sums (logs have none).
 fn add_value(sums: &mut Option<ValueSums>, e: &Seen) {
     match (sums.as_mut(), e.value) {
-        (Some(s), Some(v)) if v.is_finite() => s.add(e.ts, v),
+        (Some(s), Some(v)) => s.add(e.ts, v),
         _ => *sums = None,
     }
 }
@@ -1060,7 +1059,7 @@ mod tests {
             d.add(metric_sample(t, v));
             d12 = d12.wrapping_add(metric_sample_12(t, v));
         }
-        let values = ValueSums::of(samples.iter().copied()).map(Box::new);
+        let values = Some(Box::new(ValueSums::of(samples.iter().copied())));
         Fragment {
             run: Arc::from("r1"),
             id,
@@ -1428,15 +1427,22 @@ mod tests {
         );
         // A large value in another fragment of the series loosens the
         // others only by what the store's shared exponent can do: a small
-        // value multiplied by 1000, or zeroed, is still caught.
+        // value multiplied by 10 or 1000, or zeroed, is still caught, at
+        // whichever timestamp.
         let frags = [metric_frag(1, &[(-1000, 1e15)]), metric_frag(2, &small)];
         let mut read = vec![(-1000, 1e15)];
         read.extend(&small);
         assert_eq!(check(&frags, &read), vec![]);
-        for changed in [small[7].1 * 1000.0, 0.0] {
-            let mut r = read.clone();
-            r[8].1 = changed;
-            assert_eq!(check(&frags, &r), vec![(Kind::Altered, true)], "{changed}");
+        for i in 0..small.len() {
+            for changed in [small[i].1 * 1000.0, small[i].1 * 10.0, 0.0] {
+                let mut r = read.clone();
+                r[i + 1].1 = changed;
+                assert_eq!(
+                    check(&frags, &r),
+                    vec![(Kind::Altered, true)],
+                    "{i}: {changed}"
+                );
+            }
         }
     }
 

@@ -82,7 +82,7 @@ fn write_manifest(path: &Path, mode: Mode, frags: &[Frag]) {
             digest12: (mode == Mode::Metrics).then_some(d12),
             nan: None,
             values: match mode {
-                Mode::Metrics => checksum::ValueSums::of(f.metrics.iter().copied()),
+                Mode::Metrics => Some(checksum::ValueSums::of(f.metrics.iter().copied())),
                 Mode::Logs => None,
             },
             first_ts: ts[0],

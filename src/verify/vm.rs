@@ -89,6 +89,46 @@ fn parse_number(raw: &str) -> anyhow::Result<f64> {
     }
 }
 
+/// VictoriaMetrics writes infinities (and NaN) in `values` as bare
+/// `+Inf`, `-Inf`, `NaN`, which JSON has no words for; quotes them. Only the
+/// values array is touched: it is the last `"values":[` of the line (label
+/// strings come before it, and it holds no strings of its own).
+fn quote_special_values(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let key = b"\"values\":[";
+    let Some(start) = line.windows(key.len()).rposition(|w| w == key) else {
+        return line.into();
+    };
+    let start = start + key.len();
+    let Some(len) = line[start..].iter().position(|&c| c == b']') else {
+        return line.into();
+    };
+    let values = &line[start..start + len];
+    if !values.iter().any(|c| matches!(c, b'I' | b'N')) {
+        return line.into();
+    }
+    let mut out = Vec::with_capacity(line.len() + 16);
+    out.extend_from_slice(&line[..start]);
+    for (i, tok) in values.split(|&c| c == b',').enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let bare = tok.trim_ascii();
+        if bare
+            .first()
+            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'+')
+            || (bare.first() == Some(&b'-') && bare.get(1).is_some_and(u8::is_ascii_alphabetic))
+        {
+            out.push(b'"');
+            out.extend_from_slice(bare);
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(tok);
+        }
+    }
+    out.extend_from_slice(&line[start + len..]);
+    out.into()
+}
+
 /// Parses an export answer: the samples of the series with exactly
 /// `labels` with timestamps in `[a, b]`, merged over all its lines and
 /// sorted by time, duplicates kept.
@@ -103,11 +143,12 @@ pub fn parse_export(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let l: Line<'_> = serde_json::from_slice(line).map_err(|e| {
+        let line = quote_special_values(line);
+        let l: Line<'_> = serde_json::from_slice(&line).map_err(|e| {
             anyhow!(
                 "victoriametrics export: line {} unreadable ({e}): {}",
                 i + 1,
-                super::snippet(line)
+                super::snippet(&line)
             )
         })?;
         let same = l.metric.len() == labels.len()
@@ -170,5 +211,17 @@ mod tests {
         assert!(e.to_string().contains("line 1"), "{e}");
         let body = br#"{"metric":{"__name__":"m","a":"1"},"values":[1],"timestamps":[1,2]}"#;
         assert!(parse_export(body, &labels(), 0, 5).is_err());
+    }
+
+    #[test]
+    fn bare_infinities_in_an_export_line_are_read() {
+        let labels = LabelSet::new(vec![("__name__".into(), "x".into())]).unwrap();
+        let body =
+            br#"{"metric":{"__name__":"x"},"values":[1.5,+Inf,-Inf,0],"timestamps":[1,2,3,4]}"#;
+        let got = parse_export(body, &labels, 0, 10).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[1].1, f64::INFINITY);
+        assert_eq!(got[2].1, f64::NEG_INFINITY);
+        assert_eq!(got[3].1, 0.0);
     }
 }

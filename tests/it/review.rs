@@ -430,6 +430,53 @@ fn victoriametrics_nan_samples_are_not_reported_as_lost() {
     assert_eq!(code(&o), 0, "{}\n{:?}\n{r:#}", stderr(&o), kinds(&r));
 }
 
+/// A fragment holding a NaN (which VictoriaMetrics drops) and values it
+/// keeps to fewer digits than sent: 989742.1882665245 is cut to
+/// 989742.188266 (not rounded to ...267), and a small value next to a large
+/// one loses digits to the shared exponent. Neither is an alteration.
+#[test]
+fn victoriametrics_nan_fragment_with_rounded_values_verifies_clean() {
+    let vm = VictoriaMetrics::start();
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms() - 120_000;
+    let l = r#"{"__name__":"nan_and_decimals"}"#;
+    let values = [
+        "989742.1882665245",
+        "\"NaN\"",
+        "98765432101.2789",
+        "3.14159265358979",
+        "\"+Inf\"",
+        "0",
+    ];
+    let input: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| metric_rec(l, t + i as i64 * 1000, v))
+        .collect();
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let url = format!("{}/api/v1/write", vm.url());
+    let o = push(
+        &["--remote-write", &url, "--manifest", s(&man), "-q"],
+        input.as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    vm.force_flush();
+    let args = [
+        "--manifest",
+        s(&man),
+        "--victoriametrics",
+        &vm.url(),
+        "--report",
+        s(&rep),
+        "--wait",
+        "5s",
+    ];
+    let o = verify(&args);
+    let r = report(&rep);
+    assert_eq!(code(&o), 0, "{}\n{r:#}", stderr(&o));
+    assert_eq!(r["entries_found"], values.len() - 1, "{r:#}");
+}
+
 /// Pinned: many entries of two streams share one nanosecond, and the
 /// selector of the first also matches the second (more labels). Paging with
 /// a tiny limit must neither lose nor repeat an entry at the tie.
