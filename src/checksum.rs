@@ -57,9 +57,11 @@ pub fn metric_sample_12(ts_ms: i64, value: f64) -> u64 {
     metric_sample(ts_ms, round_12(value))
 }
 
-/// `value` with the significant digits VictoriaMetrics converts it to:
-/// integers up to 2^53 unchanged, values above 1e6 rounded to 15
-/// significant digits, others to 12. Scaling by a power of ten instead of
+/// `value` rounded to 12 significant digits, integers up to 2^53 unchanged
+/// (VictoriaMetrics keeps those exactly). VictoriaMetrics keeps up to 15
+/// digits above 1e6, but truncates and adds float error there, so rounding
+/// to more than 12 digits would rarely match what it returns. Scaling by a
+/// power of ten instead of
 /// formatting: exact decimal formatting cost a quarter of the pusher's CPU
 /// on metric input. Both sides of a comparison use this same function, so
 /// its last-bit behaviour only has to be deterministic.
@@ -67,9 +69,8 @@ pub fn round_12(value: f64) -> f64 {
     if !value.is_finite() || value == 0.0 || relative_precision(value) == 0.0 {
         return value;
     }
-    let digits = if value.abs() > 1e6 { 15 } else { 12 };
     let exp = value.abs().log10().floor() as i32;
-    let shift = digits - 1 - exp;
+    let shift = 11 - exp;
     // 10^shift must stay finite and normal on both sides.
     if !(-290..=290).contains(&shift) {
         return value;
@@ -337,10 +338,9 @@ mod tests {
         assert_eq!(round_12(0.1), 0.1);
         assert_eq!(round_12(12.345), 12.345);
         assert_eq!(round_12(1.0000000000001), 1.0);
-        // Integers VictoriaMetrics keeps exactly are not rounded; above 1e6
-        // it keeps 15 digits.
+        // Integers VictoriaMetrics keeps exactly are not rounded.
         assert_eq!(round_12(123456789012345.0), 123456789012345.0);
-        assert_eq!(round_12(1234567.8901234567), 1234567.89012346);
+        assert_eq!(round_12(1234567.8901234567), 1234567.89012);
         assert_eq!(round_12(1.5e17 + 0.0), 1.5e17);
     }
 

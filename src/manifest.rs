@@ -133,7 +133,7 @@ pub struct FragmentLine {
     pub checksum_without_nan: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum12_without_nan: Option<String>,
-    /// Metrics with finite values: timestamp and value sums, for stores
+    /// Metrics: timestamp and value sums (NaN left out), for stores
     /// that keep values only to a decimal precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<ValuesLine>,
@@ -154,7 +154,10 @@ pub struct ValuesLine {
     pub scale: f64,
     /// `ValueSums::sum` in decimal: a 128-bit integer.
     pub sum: String,
-    pub rel: f64,
+    /// Absent in manifests of an earlier development version: then
+    /// `count * 4e-12`, the largest per-value allowance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rel: Option<f64>,
     pub inv: f64,
     pub max_abs: f64,
 }
@@ -165,18 +168,18 @@ impl ValuesLine {
             ts: format!("{:016x}", v.ts),
             scale: v.scale,
             sum: v.sum.to_string(),
-            rel: v.rel,
+            rel: Some(v.rel),
             inv: v.inv,
             max_abs: v.max_abs,
         }
     }
 
-    fn sums(&self) -> Option<ValueSums> {
+    fn sums(&self, count: u64) -> Option<ValueSums> {
         Some(ValueSums {
             ts: Digest::parse_hex(&self.ts)?,
             scale: self.scale,
             sum: self.sum.parse().ok()?,
-            rel: self.rel,
+            rel: self.rel.unwrap_or(count as f64 * 4e-12),
             inv: self.inv,
             abs: 0.0,
             max_abs: self.max_abs,
@@ -576,7 +579,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         checksum12,
                         nan,
                         values: match &f.values {
-                            Some(v) => Some(Box::new(v.sums().ok_or_else(|| {
+                            Some(v) => Some(Box::new(v.sums(f.count).ok_or_else(|| {
                                 perr(format!("invalid \"values\" {:?} {:?}", v.ts, v.sum))
                             })?)),
                             None => None,

@@ -127,10 +127,15 @@ pub struct SeriesTable {
 /// Above this many known series, idle ones are forgotten.
 pub const MAX_LIVE: usize = 10_000;
 
-/// A series unused for this many clock ticks (seconds) is idle: longer than
-/// any usual scrape or log interval, so series in use stay known (and keep
-/// their order checks) however many there are.
+/// A series unused for this many clock ticks (seconds), and for twice as
+/// many entries as there are series, is idle: longer than any usual scrape
+/// or log interval, so series in use stay known (and keep their order
+/// checks) however many there are, even when a round over them is slow.
 pub const IDLE_TICKS: u32 = 60;
+
+/// A series unused for this many ticks is idle whatever the entries since:
+/// churned series (used a few times, then never) go after ten minutes.
+pub const FORGOTTEN_TICKS: u32 = 600;
 
 /// Default hard limit on known series (`--max-series`): memory stays below
 /// about 2 KB times this even when series churn faster than they go idle.
@@ -237,7 +242,8 @@ impl SeriesTable {
 
     /// When more than [`MAX_LIVE`] series are known, forgets those idle
     /// (unused for [`IDLE_TICKS`] and for twice as many entries as there
-    /// are series); above `max_series`, also the least recently used
+    /// are series, or for [`FORGOTTEN_TICKS`]); above `max_series`, also
+    /// the least recently used
     /// others, down to 90% of it. Never a series `busy` says still has
     /// entries waiting. Idle series are looked for at most once per tick. Memory is so bounded by the
     /// series in use within IDLE_TICKS, and by `max_series` whatever the
@@ -265,8 +271,10 @@ impl SeriesTable {
             .map(|id| (self.last_lookup[id as usize], id))
             .collect();
         let is_idle = |id: u32| {
-            self.last_used[id as usize].saturating_add(IDLE_TICKS) <= self.clock
-                && self.lookups - self.last_lookup[id as usize] >= window
+            let used = self.last_used[id as usize];
+            used.saturating_add(FORGOTTEN_TICKS) <= self.clock
+                || (used.saturating_add(IDLE_TICKS) <= self.clock
+                    && self.lookups - self.last_lookup[id as usize] >= window)
         };
         let idle = candidates.iter().filter(|(_, id)| is_idle(*id)).count();
         let over = self.live().saturating_sub(self.max_series / 10 * 9);
@@ -281,10 +289,7 @@ impl SeriesTable {
         }
         candidates.select_nth_unstable(n_go - 1);
         candidates.truncate(n_go);
-        self.forced_out += candidates
-            .iter()
-            .filter(|(_, id)| self.last_used[*id as usize].saturating_add(IDLE_TICKS) > self.clock)
-            .count() as u64;
+        self.forced_out += candidates.iter().filter(|(_, id)| !is_idle(*id)).count() as u64;
         let mut gone = vec![false; self.series.len()];
         let mut n = 0;
         for &(_, id) in &candidates {
@@ -436,5 +441,23 @@ mod tests {
             }
         }
         assert!(small.forced_out > 0);
+    }
+
+    /// Series used once and never again (churn) are forgotten after
+    /// FORGOTTEN_TICKS even though fewer entries than twice the series
+    /// count followed them; series still in use stay.
+    #[test]
+    fn churned_series_go_after_ten_minutes() {
+        let mut t = SeriesTable::new(3, DEFAULT_MAX_SERIES);
+        for i in 0..50_000 {
+            t.intern_set(labels(i));
+        }
+        t.tick(IDLE_TICKS + 1);
+        t.intern_set(labels(0)); // one still in use
+        assert_eq!(t.evict(|_| false), 0, "not enough entries since");
+        t.tick(FORGOTTEN_TICKS);
+        t.intern_set(labels(0));
+        assert_eq!(t.evict(|_| false), 50_000 - 1);
+        assert_eq!(t.forced_out, 0);
     }
 }

@@ -697,7 +697,7 @@ fn sum_units<'a>(units: impl Iterator<Item = &'a Unit>) -> Sums {
     s
 }
 
-const ROUNDED_NOTE: &str = "values rounded by the store (to 12 significant digits, or to a decimal exponent shared with larger values of the series)";
+const ROUNDED_NOTE: &str = "values rounded by the store (to its decimal precision, or to a decimal exponent shared with larger values of the series)";
 
 fn judge_group(
     labels: &LabelSet,
@@ -1357,7 +1357,7 @@ mod tests {
         c.observe(Seen::sample(ts, stored));
         let r = c.finish();
         assert_eq!(kinds(&r), vec![(Kind::Note, false)]);
-        assert!(r.findings[0].detail.contains("12 significant"));
+        assert!(r.findings[0].detail.contains("decimal precision"));
         // A store that keeps values exactly (Prometheus) must not round.
         let mut c = SeriesChecker::new(plan.clone());
         c.observe(Seen::sample(ts, stored));

@@ -432,9 +432,7 @@ async fn victoriametrics_rounding_and_retried_duplicates_are_not_discrepancies()
     assert_eq!(out.exit, Exit::Ok, "{:#?}", out.report.findings);
     let kinds: Vec<&str> = out.report.findings.iter().map(|f| f.kind).collect();
     assert_eq!(kinds, vec!["duplicated", "note"]);
-    assert!(out.report.findings[1]
-        .detail
-        .contains("12 significant digits"));
+    assert!(out.report.findings[1].detail.contains("decimal precision"));
 
     // The same answer without the retry flag: the duplicate is a discrepancy.
     let frags2 = vec![Frag {
