@@ -132,6 +132,48 @@ pub enum Reader {
 /// Receives entries in time order.
 pub type Sink<'a> = dyn FnMut(Seen) + Send + 'a;
 
+/// Receives entries of several series: the series' index in the batch, and
+/// the entry; each series' entries in time order.
+pub type BatchSink<'a> = dyn FnMut(usize, Seen) + Send + 'a;
+
+/// Windows covering every series of a batch, each holding about
+/// `WINDOW_SAMPLES` expected entries of all of them together. For one
+/// series these are the windows it is read in alone.
+pub(crate) fn batch_windows(plans: &[Arc<SeriesPlan>]) -> Vec<(i64, i64)> {
+    let mut spans: Vec<(i64, i64, u64)> = plans.iter().flat_map(|p| p.spans()).collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(i64, i64, u64)> = Vec::with_capacity(spans.len());
+    for (a, b, n) in spans {
+        match merged.last_mut() {
+            Some(m) if a <= m.1 => {
+                m.1 = m.1.max(b);
+                m.2 += n;
+            }
+            _ => merged.push((a, b, n)),
+        }
+    }
+    prom::tile(&merged, prom::WINDOW_SAMPLES)
+}
+
+/// Hands each series of a batch its samples of one window, cut to the
+/// series' own range (as reading it alone would), in time order.
+pub(crate) fn emit_batch(
+    per_series: Vec<Vec<(i64, f64)>>,
+    plans: &[Arc<SeriesPlan>],
+    sink: &mut BatchSink<'_>,
+) {
+    for (k, (samples, plan)) in per_series.into_iter().zip(plans).enumerate() {
+        let Some((first, last)) = plan.range() else {
+            continue;
+        };
+        for (ts, v) in samples {
+            if first <= ts && ts <= last {
+                sink(k, Seen::sample(ts, v));
+            }
+        }
+    }
+}
+
 impl Reader {
     pub fn new(
         target: &Target,
@@ -167,13 +209,38 @@ impl Reader {
         }
     }
 
-    /// Reads the series over its whole planned range, in time order.
-    pub async fn read(&self, plan: &SeriesPlan, sink: &mut Sink<'_>) -> anyhow::Result<()> {
+    /// How many series one read takes: VictoriaMetrics' export and remote
+    /// read take several per request; Loki and instant queries one.
+    pub fn batch_size(&self) -> usize {
         match self {
-            Reader::Loki(r) => r.read(plan, sink).await,
-            Reader::Query(r) => r.read(plan, sink).await,
-            Reader::RemoteRead(r) => r.read(plan, sink).await,
-            Reader::Vm(r) => r.read(plan, sink).await,
+            // Each series is a match[] in the URL: keep it short.
+            Reader::Vm(_) => 32,
+            Reader::RemoteRead(_) => 64,
+            Reader::Loki(_) | Reader::Query(_) => 1,
+        }
+    }
+
+    /// Reads each series over its whole planned range, in time order.
+    pub async fn read_batch(
+        &self,
+        plans: &[Arc<SeriesPlan>],
+        sink: &mut BatchSink<'_>,
+    ) -> anyhow::Result<()> {
+        match self {
+            Reader::Vm(r) => r.read_batch(plans, sink).await,
+            Reader::RemoteRead(r) => r.read_batch(plans, sink).await,
+            Reader::Loki(r) => {
+                for (k, plan) in plans.iter().enumerate() {
+                    r.read(plan, &mut |e| sink(k, e)).await?;
+                }
+                Ok(())
+            }
+            Reader::Query(r) => {
+                for (k, plan) in plans.iter().enumerate() {
+                    r.read(plan, &mut |e| sink(k, e)).await?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -286,45 +353,65 @@ async fn check_series(
 ) -> anyhow::Result<Vec<(usize, SeriesResult)>> {
     reader.prepare().await;
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut set: JoinSet<anyhow::Result<(usize, SeriesResult)>> = JoinSet::new();
+    let mut set: JoinSet<anyhow::Result<Vec<(usize, SeriesResult)>>> = JoinSet::new();
     let mut out = Vec::with_capacity(which.len());
-    let collect = |r: Result<anyhow::Result<(usize, SeriesResult)>, tokio::task::JoinError>,
-                   out: &mut Vec<(usize, SeriesResult)>| {
-        match r {
-            Ok(Ok(v)) => {
-                out.push(v);
-                Ok(())
+    let collect =
+        |r: Result<anyhow::Result<Vec<(usize, SeriesResult)>>, tokio::task::JoinError>,
+         out: &mut Vec<(usize, SeriesResult)>| {
+            match r {
+                Ok(Ok(v)) => {
+                    out.extend(v);
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(anyhow!("a read task failed: {e}")),
             }
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(anyhow!("a read task failed: {e}")),
-        }
-    };
-    for &i in which {
+        };
+    for chunk in which.chunks(reader.batch_size().max(1)) {
         let permit = sem.clone().acquire_owned().await?;
         let reader = reader.clone();
-        let plan = plans[i].clone();
+        let ids = chunk.to_vec();
+        let batch: Vec<Arc<SeriesPlan>> = chunk.iter().map(|&i| plans[i].clone()).collect();
         let progress = progress.clone();
         set.spawn(async move {
             let _permit = permit;
-            let mut checker = SeriesChecker::new(plan.clone()).with_precision(reader.precision());
+            let precision = reader.precision();
+            let mut checkers: Vec<SeriesChecker> = batch
+                .iter()
+                .map(|p| SeriesChecker::new(p.clone()).with_precision(precision))
+                .collect();
             let mut n = 0u64;
             let t = Instant::now();
             reader
-                .read(&plan, &mut |e| {
+                .read_batch(&batch, &mut |k, e| {
                     n += 1;
-                    checker.observe(e)
+                    checkers[k].observe(e)
                 })
                 .await
-                .with_context(|| format!("reading series {}", plan.labels))?;
+                .with_context(|| match batch.as_slice() {
+                    [one] => format!("reading series {}", one.labels),
+                    more => format!(
+                        "reading {} series ({} and others)",
+                        more.len(),
+                        more[0].labels
+                    ),
+                })?;
             progress.entries.fetch_add(n, Ordering::Relaxed);
-            progress.series.fetch_add(1, Ordering::Relaxed);
-            let result = checker.finish();
+            progress
+                .series
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
             if let Some(m) = &progress.metrics {
-                m.read_duration.observe(t.elapsed().as_secs_f64());
+                for _ in &batch {
+                    m.read_duration.observe(t.elapsed().as_secs_f64());
+                }
                 m.entries_read.inc_by(n);
-                m.series_read.inc();
+                m.series_read.inc_by(batch.len() as u64);
             }
-            Ok((i, result))
+            Ok(ids
+                .into_iter()
+                .zip(checkers)
+                .map(|(i, c)| (i, c.finish()))
+                .collect())
         });
         while let Some(r) = set.try_join_next() {
             collect(r, &mut out)?;

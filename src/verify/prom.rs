@@ -6,6 +6,7 @@
 //! samples of the series.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context as _};
 use prost::Message as _;
@@ -16,7 +17,7 @@ use crate::labels::LabelSet;
 use crate::proto;
 
 use super::check::{Seen, SeriesPlan};
-use super::Sink;
+use super::{BatchSink, Sink};
 
 /// Target number of expected samples per read.
 pub const WINDOW_SAMPLES: u64 = 10_000;
@@ -263,9 +264,17 @@ impl RemoteReader {
         })
     }
 
-    pub async fn read(&self, plan: &SeriesPlan, sink: &mut Sink<'_>) -> anyhow::Result<()> {
-        for (a, b) in tile(&plan.spans(), WINDOW_SAMPLES) {
-            let body = encode_read_request(&plan.labels, a, b)?;
+    /// Reads several series at once: one request per window holding a
+    /// query per series (per-request overhead dominated reading many small
+    /// series one by one).
+    pub async fn read_batch(
+        &self,
+        plans: &[Arc<SeriesPlan>],
+        sink: &mut BatchSink<'_>,
+    ) -> anyhow::Result<()> {
+        let labels: Vec<&LabelSet> = plans.iter().map(|p| &p.labels).collect();
+        for (a, b) in super::batch_windows(plans) {
+            let body = encode_read_request_batch(&labels, a, b)?;
             let resp = super::send(
                 || {
                     self.client
@@ -279,8 +288,12 @@ impl RemoteReader {
                 "prometheus remote read",
             )
             .await?;
-            let samples = decode_read_response(&resp, &plan.labels)?;
-            emit(&samples, a, b, sink);
+            let per_series = decode_read_response_batch(&resp, &labels)?;
+            let per_series = per_series
+                .into_iter()
+                .map(|s| s.into_iter().filter(|&(t, _)| a <= t && t <= b).collect())
+                .collect();
+            super::emit_batch(per_series, plans, sink);
         }
         Ok(())
     }
@@ -288,20 +301,29 @@ impl RemoteReader {
 
 /// A snappy-compressed ReadRequest for exactly `labels` over `[a, b]` ms.
 pub fn encode_read_request(labels: &LabelSet, a: i64, b: i64) -> anyhow::Result<Vec<u8>> {
+    encode_read_request_batch(&[labels], a, b)
+}
+
+/// A snappy-compressed ReadRequest with one query per label set, each
+/// matching exactly those labels, over `[a, b]` ms.
+pub fn encode_read_request_batch(labels: &[&LabelSet], a: i64, b: i64) -> anyhow::Result<Vec<u8>> {
     let req = proto::ReadRequest {
-        queries: vec![proto::Query {
-            start_timestamp_ms: a,
-            end_timestamp_ms: b,
-            matchers: labels
-                .pairs()
-                .iter()
-                .map(|(k, v)| proto::LabelMatcher {
-                    r#type: 0,
-                    name: k.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-        }],
+        queries: labels
+            .iter()
+            .map(|labels| proto::Query {
+                start_timestamp_ms: a,
+                end_timestamp_ms: b,
+                matchers: labels
+                    .pairs()
+                    .iter()
+                    .map(|(k, v)| proto::LabelMatcher {
+                        r#type: 0,
+                        name: k.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
         accepted_response_types: Vec::new(),
     };
     snap::raw::Encoder::new()
@@ -314,6 +336,17 @@ pub fn encode_read_request(labels: &LabelSet, a: i64, b: i64) -> anyhow::Result<
 /// therefore matches nothing: its series are not the ones pushed), stale
 /// markers left out, in time order.
 pub fn decode_read_response(body: &[u8], labels: &LabelSet) -> anyhow::Result<Vec<(i64, f64)>> {
+    let mut v = decode_read_response_batch(body, &[labels])?;
+    Ok(v.pop().unwrap_or_default())
+}
+
+/// Decodes a remote read answer for several series: per entry of
+/// `labels`, the samples of the series with exactly those labels, stale
+/// markers left out, in time order.
+pub fn decode_read_response_batch(
+    body: &[u8],
+    labels: &[&LabelSet],
+) -> anyhow::Result<Vec<Vec<(i64, f64)>>> {
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| {
@@ -324,7 +357,9 @@ pub fn decode_read_response(body: &[u8], labels: &LabelSet) -> anyhow::Result<Ve
         })?;
     let resp = proto::ReadResponse::decode(raw.as_slice())
         .map_err(|e| anyhow!("prometheus remote read: undecodable answer: {e}"))?;
-    let mut out = Vec::new();
+    let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); labels.len()];
+    // A series answers every query it matches: take it once.
+    let mut seen = std::collections::HashSet::new();
     for result in resp.results {
         for ts in result.timeseries {
             let mut pairs: Vec<(&str, &str)> = ts
@@ -333,15 +368,19 @@ pub fn decode_read_response(body: &[u8], labels: &LabelSet) -> anyhow::Result<Ve
                 .map(|l| (l.name.as_str(), l.value.as_str()))
                 .collect();
             pairs.sort();
-            let same = pairs.len() == labels.len()
-                && pairs
-                    .iter()
-                    .zip(labels.pairs())
-                    .all(|(p, q)| p.0 == q.0 && p.1 == q.1);
-            if !same {
+            let Some(k) = labels.iter().position(|want| {
+                pairs.len() == want.len()
+                    && pairs
+                        .iter()
+                        .zip(want.pairs())
+                        .all(|(p, q)| p.0 == q.0 && p.1 == q.1)
+            }) else {
+                continue;
+            };
+            if !seen.insert(k) {
                 continue;
             }
-            out.extend(
+            out[k].extend(
                 ts.samples
                     .iter()
                     .filter(|s| s.value.to_bits() != STALE_NAN_BITS)
@@ -349,7 +388,9 @@ pub fn decode_read_response(body: &[u8], labels: &LabelSet) -> anyhow::Result<Ve
             );
         }
     }
-    out.sort_by_key(|s| s.0);
+    for o in &mut out {
+        o.sort_by_key(|s| s.0);
+    }
     Ok(out)
 }
 

@@ -13,9 +13,10 @@ use serde_json::value::RawValue;
 
 use crate::labels::LabelSet;
 
-use super::check::{Seen, SeriesPlan};
-use super::prom::{tile, WINDOW_SAMPLES};
-use super::Sink;
+use std::sync::Arc;
+
+use super::check::SeriesPlan;
+use super::BatchSink;
 
 pub struct VmReader {
     client: reqwest::Client,
@@ -39,25 +40,32 @@ impl VmReader {
         let _ = self.client.get(self.flush.clone()).send().await;
     }
 
-    pub async fn read(&self, plan: &SeriesPlan, sink: &mut Sink<'_>) -> anyhow::Result<()> {
-        let sel = plan.labels.to_selector();
-        for (a, b) in tile(&plan.spans(), WINDOW_SAMPLES) {
+    /// Reads several series at once: one export per window, with a
+    /// `match[]` per series (per-request overhead dominated reading many
+    /// small series one by one).
+    pub async fn read_batch(
+        &self,
+        plans: &[Arc<SeriesPlan>],
+        sink: &mut BatchSink<'_>,
+    ) -> anyhow::Result<()> {
+        let sels: Vec<String> = plans.iter().map(|p| p.labels.to_selector()).collect();
+        let labels: Vec<&LabelSet> = plans.iter().map(|p| &p.labels).collect();
+        for (a, b) in super::batch_windows(plans) {
             let start = (a.div_euclid(1000) - 1).to_string();
             let end = ((b + 999).div_euclid(1000) + 1).to_string();
             let body = super::send(
                 || {
-                    self.client.get(self.export.clone()).query(&[
-                        ("match[]", sel.as_str()),
-                        ("start", start.as_str()),
-                        ("end", end.as_str()),
-                    ])
+                    let mut q: Vec<(&str, &str)> =
+                        sels.iter().map(|s| ("match[]", s.as_str())).collect();
+                    q.push(("start", start.as_str()));
+                    q.push(("end", end.as_str()));
+                    self.client.get(self.export.clone()).query(&q)
                 },
                 "victoriametrics export",
             )
             .await?;
-            for (ts, v) in parse_export(&body, &plan.labels, a, b)? {
-                sink(Seen::sample(ts, v));
-            }
+            let per_series = parse_export_batch(&body, &labels, a, b)?;
+            super::emit_batch(per_series, plans, sink);
         }
         Ok(())
     }
@@ -138,7 +146,20 @@ pub fn parse_export(
     a: i64,
     b: i64,
 ) -> anyhow::Result<Vec<(i64, f64)>> {
-    let mut out = Vec::new();
+    let mut v = parse_export_batch(body, &[labels], a, b)?;
+    Ok(v.pop().unwrap_or_default())
+}
+
+/// Parses an export answer for several series: per entry of `labels`, the
+/// samples of the series with exactly those labels in `[a, b]`, sorted by
+/// time, duplicates kept; other series are ignored.
+pub fn parse_export_batch(
+    body: &[u8],
+    labels: &[&LabelSet],
+    a: i64,
+    b: i64,
+) -> anyhow::Result<Vec<Vec<(i64, f64)>>> {
+    let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); labels.len()];
     for (i, line) in body.split(|&c| c == b'\n').enumerate() {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
@@ -151,14 +172,15 @@ pub fn parse_export(
                 super::snippet(&line)
             )
         })?;
-        let same = l.metric.len() == labels.len()
-            && labels
-                .pairs()
-                .iter()
-                .all(|(k, v)| l.metric.get(k).is_some_and(|s| s == v));
-        if !same {
+        let Some(k) = labels.iter().position(|want| {
+            l.metric.len() == want.len()
+                && want
+                    .pairs()
+                    .iter()
+                    .all(|(k, v)| l.metric.get(k).is_some_and(|s| s == v))
+        }) else {
             continue;
-        }
+        };
         if l.values.len() != l.timestamps.len() {
             return Err(anyhow!(
                 "victoriametrics export: line {} has {} values for {} timestamps",
@@ -171,11 +193,13 @@ pub fn parse_export(
             if ts < a || ts > b {
                 continue;
             }
-            out.push((ts, parse_number(v.get()).context("victoriametrics export")?));
+            out[k].push((ts, parse_number(v.get()).context("victoriametrics export")?));
         }
     }
-    // Stable: repeats of one timestamp keep their order.
-    out.sort_by_key(|s| s.0);
+    for o in &mut out {
+        // Stable: repeats of one timestamp keep their order.
+        o.sort_by_key(|s| s.0);
+    }
     Ok(out)
 }
 

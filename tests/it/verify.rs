@@ -513,3 +513,107 @@ fn sample_series_checks_a_seeded_subset() {
     assert_eq!(a, run("1"), "the same seed picks the same series");
     assert_ne!(a, run("2"), "another seed picks others");
 }
+
+/// Series read together in one request (VictoriaMetrics export, remote
+/// read): one series' labels a subset of another's, different time
+/// ranges. Each gets exactly its own samples; after deleting one series'
+/// samples, only that series is named.
+#[test]
+fn series_read_in_batches_get_exactly_their_own_samples() {
+    let (prom, vm) = (Prometheus::start(), VictoriaMetrics::start());
+    let t0 = now_ms() - 600_000;
+    let series = [
+        (r#"{"__name__":"batched","a":"1"}"#, 0, 60),
+        (r#"{"__name__":"batched","a":"1","b":"2"}"#, 30, 60),
+        (r#"{"__name__":"batched","a":"2"}"#, 100, 20),
+    ];
+    let mut input = String::new();
+    for (labels, start_s, n) in series {
+        for i in 0..n {
+            input += &metric_rec(labels, t0 + (start_s + i) * 1000, &format!("{}.5", i * 3));
+        }
+    }
+    let total = 140;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, write, read_flags) in [
+        (
+            "prom",
+            format!("{}/api/v1/write", prom.url()),
+            vec![
+                "--prometheus".to_string(),
+                prom.url(),
+                "--read-api".into(),
+                "remote-read".into(),
+            ],
+        ),
+        (
+            "vm",
+            format!("{}/api/v1/write", vm.url()),
+            vec![
+                "--victoriametrics".to_string(),
+                vm.url(),
+                "--wait".into(),
+                "5s".into(),
+            ],
+        ),
+    ] {
+        let (man, rep) = (
+            dir.path().join(format!("{name}.m")),
+            dir.path().join(format!("{name}.r")),
+        );
+        let o = push(
+            &[
+                "--remote-write",
+                &write,
+                "--manifest",
+                s(&man),
+                "-q",
+                "--fragment-size",
+                "25",
+            ],
+            input.as_bytes(),
+        );
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        if name == "vm" {
+            vm.force_flush();
+        }
+        let mut args = vec![
+            "--manifest".to_string(),
+            s(&man).to_string(),
+            "--report".into(),
+            s(&rep).to_string(),
+        ];
+        args.extend(read_flags.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = verify(&args);
+        let r = report(&rep);
+        assert_eq!(code(&o), 0, "{name}: {}\n{r:#}", stderr(&o));
+        assert_eq!(r["entries_found"], total, "{name}: {r:#}");
+
+        // Delete the series whose labels are a superset of another's.
+        let sel = crate::push::urlencode(r#"{__name__="batched",b="2"}"#);
+        let (c, body) = http_post(
+            &if name == "vm" { vm.url() } else { prom.url() },
+            &format!("/api/v1/admin/tsdb/delete_series?match[]={sel}"),
+        );
+        assert_eq!(c, 204, "{name}: {body}");
+        let o = verify(&args);
+        let r = report(&rep);
+        assert_eq!(code(&o), 1, "{name}: {}\n{r:#}", stderr(&o));
+        let damaged: Vec<_> = r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["discrepancy"] == true)
+            .collect();
+        assert!(!damaged.is_empty(), "{name}: {r:#}");
+        for f in &damaged {
+            assert_eq!(f["kind"], "missing", "{name}: {r:#}");
+            assert_eq!(
+                f["series"]["b"], "2",
+                "{name}: only the deleted series: {r:#}"
+            );
+        }
+        assert_eq!(r["entries_found"], total - 60, "{name}: {r:#}");
+    }
+}
