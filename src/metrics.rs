@@ -171,7 +171,7 @@ impl VerifyMetrics {
         let read_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "series_read_duration_seconds",
-                "Time to read one series back (all its queries).",
+                "Time to read one series back (all its queries; series read together share the time).",
             )
             .buckets(prometheus::exponential_buckets(0.001, 2.0, 16)?),
         )?;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Query, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::checksum::{self, Digest};
@@ -382,9 +382,11 @@ async fn prometheus_query_reader_windows_exactly() {
 
 type VmData = Arc<Vec<String>>;
 
+/// Export as VictoriaMetrics answers it; the verifier posts its
+/// parameters as a form.
 async fn vm_export(
     State(lines): State<VmData>,
-    Query(q): Query<Vec<(String, String)>>,
+    Form(q): Form<Vec<(String, String)>>,
 ) -> (StatusCode, String) {
     let has = |k: &str| q.iter().any(|(n, _)| n == k);
     if !(has("match[]") && has("start") && has("end")) {
@@ -422,7 +424,7 @@ async fn victoriametrics_rounding_and_retried_duplicates_are_not_discrepancies()
         r#"{"metric":{"__name__":"m"},"values":[1,2],"timestamps":[2000,3000]}"#.into(),
     ]);
     let app = Router::new()
-        .route("/api/v1/export", get(vm_export))
+        .route("/api/v1/export", post(vm_export))
         .route("/internal/force_flush", get(|| async { "" }))
         .with_state(lines);
     let url = serve(app).await;
@@ -446,7 +448,7 @@ async fn victoriametrics_rounding_and_retried_duplicates_are_not_discrepancies()
     ]);
     let url = serve(
         Router::new()
-            .route("/api/v1/export", get(vm_export))
+            .route("/api/v1/export", post(vm_export))
             .with_state(lines),
     )
     .await;

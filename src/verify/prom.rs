@@ -272,9 +272,26 @@ impl RemoteReader {
         plans: &[Arc<SeriesPlan>],
         sink: &mut BatchSink<'_>,
     ) -> anyhow::Result<()> {
-        let labels: Vec<&LabelSet> = plans.iter().map(|p| &p.labels).collect();
         for (a, b) in super::batch_windows(plans) {
-            let body = encode_read_request_batch(&labels, a, b)?;
+            // Each query asks only for its own series' part of the window,
+            // so series far apart in time do not read each other's gaps.
+            let mut queries: Vec<(usize, i64, i64)> = Vec::new();
+            for (k, plan) in plans.iter().enumerate() {
+                if let Some((first, last)) = plan.range() {
+                    let (qa, qb) = (a.max(first), b.min(last));
+                    if qa <= qb {
+                        queries.push((k, qa, qb));
+                    }
+                }
+            }
+            if queries.is_empty() {
+                continue;
+            }
+            let q: Vec<(&LabelSet, i64, i64)> = queries
+                .iter()
+                .map(|&(k, qa, qb)| (&plans[k].labels, qa, qb))
+                .collect();
+            let body = encode_read_request_batch(&q)?;
             let resp = super::send(
                 || {
                     self.client
@@ -288,11 +305,15 @@ impl RemoteReader {
                 "prometheus remote read",
             )
             .await?;
-            let per_series = decode_read_response_batch(&resp, &labels)?;
-            let per_series = per_series
-                .into_iter()
-                .map(|s| s.into_iter().filter(|&(t, _)| a <= t && t <= b).collect())
-                .collect();
+            let labels: Vec<&LabelSet> = q.iter().map(|x| x.0).collect();
+            let answers = decode_read_response_batch(&resp, &labels)?;
+            let mut per_series: Vec<Vec<(i64, f64)>> = vec![Vec::new(); plans.len()];
+            for (&(k, qa, qb), samples) in queries.iter().zip(answers) {
+                per_series[k] = samples
+                    .into_iter()
+                    .filter(|&(t, _)| qa <= t && t <= qb)
+                    .collect();
+            }
             super::emit_batch(per_series, plans, sink);
         }
         Ok(())
@@ -301,16 +322,16 @@ impl RemoteReader {
 
 /// A snappy-compressed ReadRequest for exactly `labels` over `[a, b]` ms.
 pub fn encode_read_request(labels: &LabelSet, a: i64, b: i64) -> anyhow::Result<Vec<u8>> {
-    encode_read_request_batch(&[labels], a, b)
+    encode_read_request_batch(&[(labels, a, b)])
 }
 
-/// A snappy-compressed ReadRequest with one query per label set, each
-/// matching exactly those labels, over `[a, b]` ms.
-pub fn encode_read_request_batch(labels: &[&LabelSet], a: i64, b: i64) -> anyhow::Result<Vec<u8>> {
+/// A snappy-compressed ReadRequest with one query per (labels, a, b), each
+/// matching exactly those labels over `[a, b]` ms.
+pub fn encode_read_request_batch(queries: &[(&LabelSet, i64, i64)]) -> anyhow::Result<Vec<u8>> {
     let req = proto::ReadRequest {
-        queries: labels
+        queries: queries
             .iter()
-            .map(|labels| proto::Query {
+            .map(|&(labels, a, b)| proto::Query {
                 start_timestamp_ms: a,
                 end_timestamp_ms: b,
                 matchers: labels
@@ -340,9 +361,11 @@ pub fn decode_read_response(body: &[u8], labels: &LabelSet) -> anyhow::Result<Ve
     Ok(v.pop().unwrap_or_default())
 }
 
-/// Decodes a remote read answer for several series: per entry of
-/// `labels`, the samples of the series with exactly those labels, stale
-/// markers left out, in time order.
+/// Decodes a remote read answer to a request with one query per entry of
+/// `labels`: result i answers query i, and of it only the series with
+/// exactly `labels[i]` counts (an exact matcher also matches series with
+/// more labels). Several time series of that label set in one result are
+/// joined. Stale markers are left out; samples in time order.
 pub fn decode_read_response_batch(
     body: &[u8],
     labels: &[&LabelSet],
@@ -357,10 +380,16 @@ pub fn decode_read_response_batch(
         })?;
     let resp = proto::ReadResponse::decode(raw.as_slice())
         .map_err(|e| anyhow!("prometheus remote read: undecodable answer: {e}"))?;
-    let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); labels.len()];
-    // A series answers every query it matches: take it once.
-    let mut seen = std::collections::HashSet::new();
-    for result in resp.results {
+    if resp.results.len() != labels.len() {
+        bail!(
+            "prometheus remote read: {} results for {} queries",
+            resp.results.len(),
+            labels.len()
+        );
+    }
+    let mut out: Vec<Vec<(i64, f64)>> = Vec::with_capacity(labels.len());
+    for (result, want) in resp.results.into_iter().zip(labels) {
+        let mut samples = Vec::new();
         for ts in result.timeseries {
             let mut pairs: Vec<(&str, &str)> = ts
                 .labels
@@ -368,28 +397,22 @@ pub fn decode_read_response_batch(
                 .map(|l| (l.name.as_str(), l.value.as_str()))
                 .collect();
             pairs.sort();
-            let Some(k) = labels.iter().position(|want| {
-                pairs.len() == want.len()
-                    && pairs
-                        .iter()
-                        .zip(want.pairs())
-                        .all(|(p, q)| p.0 == q.0 && p.1 == q.1)
-            }) else {
-                continue;
-            };
-            if !seen.insert(k) {
-                continue;
-            }
-            out[k].extend(
-                ts.samples
+            let same = pairs.len() == want.len()
+                && pairs
                     .iter()
-                    .filter(|s| s.value.to_bits() != STALE_NAN_BITS)
-                    .map(|s| (s.timestamp, s.value)),
-            );
+                    .zip(want.pairs())
+                    .all(|(p, q)| p.0 == q.0 && p.1 == q.1);
+            if same {
+                samples.extend(
+                    ts.samples
+                        .iter()
+                        .filter(|s| s.value.to_bits() != STALE_NAN_BITS)
+                        .map(|s| (s.timestamp, s.value)),
+                );
+            }
         }
-    }
-    for o in &mut out {
-        o.sort_by_key(|s| s.0);
+        samples.sort_by_key(|s| s.0);
+        out.push(samples);
     }
     Ok(out)
 }
@@ -556,5 +579,71 @@ mod tests {
             .unwrap();
         let s = decode_read_response(&body, &labels()).unwrap();
         assert_eq!(s, vec![(11, 1.0), (12, 2.0)]);
+    }
+
+    /// A request with a query per series: result i answers query i, a
+    /// series with more labels (matched by another query's exact matchers)
+    /// is not taken for it, one series split over two time series in a
+    /// result is joined, and a result count that does not match is an error.
+    #[test]
+    fn remote_read_batches_answer_query_by_query() {
+        let a = labels();
+        let b = LabelSet::new(vec![
+            ("__name__".into(), "m".into()),
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+        ])
+        .unwrap();
+        let lp = |n: &str, v: &str| proto::LabelPair {
+            name: n.into(),
+            value: v.into(),
+        };
+        let ts = |l: &LabelSet, samples: &[(i64, f64)]| proto::TimeSeries {
+            labels: l.pairs().iter().map(|(k, v)| lp(k, v)).collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| proto::Sample { value, timestamp })
+                .collect(),
+        };
+        let req = encode_read_request_batch(&[(&a, 10, 20), (&b, 15, 30)]).unwrap();
+        let dec = proto::ReadRequest::decode(
+            snap::raw::Decoder::new()
+                .decompress_vec(&req)
+                .unwrap()
+                .as_slice(),
+        )
+        .unwrap();
+        assert_eq!(dec.queries.len(), 2);
+        assert_eq!(
+            (
+                dec.queries[1].start_timestamp_ms,
+                dec.queries[1].end_timestamp_ms
+            ),
+            (15, 30)
+        );
+        let resp = proto::ReadResponse {
+            results: vec![
+                // {a} matches both series; b's samples belong to query 2.
+                proto::QueryResult {
+                    timeseries: vec![
+                        ts(&a, &[(12, 1.0)]),
+                        ts(&b, &[(16, 9.0)]),
+                        ts(&a, &[(11, 0.5)]),
+                    ],
+                },
+                proto::QueryResult {
+                    timeseries: vec![ts(&b, &[(16, 9.0), (17, 9.5)])],
+                },
+            ],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&resp.encode_to_vec())
+            .unwrap();
+        let got = decode_read_response_batch(&body, &[&a, &b]).unwrap();
+        assert_eq!(
+            got,
+            vec![vec![(11, 0.5), (12, 1.0)], vec![(16, 9.0), (17, 9.5)]]
+        );
+        assert!(decode_read_response_batch(&body, &[&a]).is_err());
     }
 }

@@ -59,7 +59,9 @@ impl VmReader {
                         sels.iter().map(|s| ("match[]", s.as_str())).collect();
                     q.push(("start", start.as_str()));
                     q.push(("end", end.as_str()));
-                    self.client.get(self.export.clone()).query(&q)
+                    // A form body, not a URL: 32 selectors can pass the
+                    // 8 KB header limit of proxies in front of the store.
+                    self.client.post(self.export.clone()).form(&q)
                 },
                 "victoriametrics export",
             )
@@ -247,5 +249,23 @@ mod tests {
         assert_eq!(got[1].1, f64::INFINITY);
         assert_eq!(got[2].1, f64::NEG_INFINITY);
         assert_eq!(got[3].1, 0.0);
+    }
+
+    #[test]
+    fn one_export_answer_is_split_by_exact_series() {
+        let a = LabelSet::new(vec![("__name__".into(), "x".into())]).unwrap();
+        let b = LabelSet::new(vec![
+            ("__name__".into(), "x".into()),
+            ("k".into(), "v".into()),
+        ])
+        .unwrap();
+        let body = br#"{"metric":{"__name__":"x","k":"v"},"values":[1,2],"timestamps":[10,20]}
+{"metric":{"__name__":"x"},"values":[3],"timestamps":[30]}
+{"metric":{"__name__":"x","other":"y"},"values":[4],"timestamps":[15]}
+{"metric":{"__name__":"x"},"values":[5,5],"timestamps":[5,5]}"#;
+        let got = parse_export_batch(body, &[&a, &b], 0, 100).unwrap();
+        // Lines of one series are merged in time order, duplicates kept.
+        assert_eq!(got[0], vec![(5, 5.0), (5, 5.0), (30, 3.0)]);
+        assert_eq!(got[1], vec![(10, 1.0), (20, 2.0)]);
     }
 }
