@@ -129,6 +129,42 @@ impl LabelSet {
         s
     }
 
+    /// The selector of this label set with `label` matched by a regular
+    /// expression for any of `values` instead: `{a="1", s=~"x|y"}`, the
+    /// values escaped so each matches only itself (PromQL regexes are RE2
+    /// and anchored).
+    pub fn to_selector_matching(&self, label: &str, values: &[&str]) -> String {
+        let mut s = String::with_capacity(16 * self.0.len() + 16 * values.len());
+        s.push('{');
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(name);
+            if name == label {
+                let mut re = String::new();
+                for (k, v) in values.iter().enumerate() {
+                    if k > 0 {
+                        re.push('|');
+                    }
+                    for c in v.chars() {
+                        if "\\.+*?()|[]{}^$".contains(c) {
+                            re.push('\\');
+                        }
+                        re.push(c);
+                    }
+                }
+                s.push_str("=~");
+                push_go_quoted(&mut s, &re);
+            } else {
+                s.push('=');
+                push_go_quoted(&mut s, value);
+            }
+        }
+        s.push('}');
+        s
+    }
+
     /// The JSON object form used in records and manifests: `{"a":"1","b":"2"}`.
     pub fn to_json(&self) -> String {
         let mut buf = Vec::with_capacity(16 * self.0.len() + 2);
@@ -254,5 +290,18 @@ mod tests {
         let s = set(&[("z", "1"), ("a", "q\"uote")]).unwrap();
         let back: LabelSet = serde_json::from_str(&s.to_json()).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn selector_matching_escapes_values_for_the_regex_and_the_string() {
+        let l = LabelSet::new(vec![
+            ("__name__".into(), "m".into()),
+            ("s".into(), "a".into()),
+        ])
+        .unwrap();
+        assert_eq!(
+            l.to_selector_matching("s", &["x(y|z", "p.q \"r\\", "plain"]),
+            r#"{__name__="m", s=~"x\\(y\\|z|p\\.q \"r\\\\|plain"}"#
+        );
     }
 }

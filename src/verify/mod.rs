@@ -216,7 +216,9 @@ impl Reader {
             // Each series is a match[] in the URL: keep it short.
             Reader::Vm(_) => 32,
             Reader::RemoteRead(_) => 64,
-            Reader::Loki(_) | Reader::Query(_) => 1,
+            // Series differing in one label only, by a regex on it.
+            Reader::Query(_) => 64,
+            Reader::Loki(_) => 1,
         }
     }
 
@@ -235,12 +237,7 @@ impl Reader {
                 }
                 Ok(())
             }
-            Reader::Query(r) => {
-                for (k, plan) in plans.iter().enumerate() {
-                    r.read(plan, &mut |e| sink(k, e)).await?;
-                }
-                Ok(())
-            }
+            Reader::Query(r) => r.read_batch(plans, sink).await,
         }
     }
 }
@@ -342,6 +339,60 @@ pub fn sample(total: usize, n: Option<usize>, seed: u64) -> Vec<usize> {
     }
 }
 
+/// Splits the series to read into batches of at most the reader's batch
+/// size. Series read together share windows, so they are batched by where
+/// their ranges start, not by label order. Instant queries can only batch
+/// series differing in one label: they are first grouped by all their
+/// other labels, the one set aside being the label with most values.
+fn batches(reader: &Reader, plans: &[Arc<SeriesPlan>], which: &[usize]) -> Vec<Vec<usize>> {
+    let mut order = which.to_vec();
+    order.sort_by_key(|&i| plans[i].range().map(|r| r.0));
+    let size = reader.batch_size().max(1);
+    let groups: Vec<Vec<usize>> = if matches!(reader, Reader::Query(_)) && size > 1 {
+        let mut values: std::collections::HashMap<&str, BTreeSet<&str>> = Default::default();
+        for &i in which {
+            for (k, v) in plans[i].labels.pairs() {
+                values.entry(k.as_str()).or_default().insert(v.as_str());
+            }
+        }
+        let Some(vary) = values
+            .iter()
+            .max_by_key(|(k, vs)| (vs.len(), std::cmp::Reverse(*k)))
+            .map(|(k, _)| k.to_string())
+        else {
+            return order.into_iter().map(|i| vec![i]).collect();
+        };
+        // Grouped by every label but `vary`, in order of first appearance;
+        // a series without `vary` is read alone.
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut by_rest: std::collections::HashMap<Vec<(&str, &str)>, usize> = Default::default();
+        for &i in &order {
+            let pairs = plans[i].labels.pairs();
+            if !pairs.iter().any(|(k, _)| *k == vary) {
+                groups.push(vec![i]);
+                continue;
+            }
+            let rest: Vec<(&str, &str)> = pairs
+                .iter()
+                .filter(|(k, _)| *k != vary)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let g = *by_rest.entry(rest).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[g].push(i);
+        }
+        groups
+    } else {
+        vec![order]
+    };
+    groups
+        .into_iter()
+        .flat_map(|g| g.chunks(size).map(<[usize]>::to_vec).collect::<Vec<_>>())
+        .collect()
+}
+
 /// Checks the given series concurrently; fails on the first series that
 /// cannot be read.
 async fn check_series(
@@ -367,11 +418,8 @@ async fn check_series(
                 Err(e) => Err(anyhow!("a read task failed: {e}")),
             }
         };
-    // Series read together share windows: batch series whose ranges start
-    // close together, not neighbours in label order.
-    let mut order = which.to_vec();
-    order.sort_by_key(|&i| plans[i].range().map(|r| r.0));
-    for chunk in order.chunks(reader.batch_size().max(1)) {
+    for chunk in batches(reader, plans, which) {
+        let chunk = chunk.as_slice();
         let permit = sem.clone().acquire_owned().await?;
         let reader = reader.clone();
         let ids = chunk.to_vec();

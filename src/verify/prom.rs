@@ -171,6 +171,17 @@ struct Series<'a> {
 /// Parses an instant query answer with a matrix result; returns the samples
 /// of the series with exactly `labels`, as (ms, value), in time order.
 pub fn parse_matrix(body: &[u8], labels: &LabelSet) -> anyhow::Result<Vec<(i64, f64)>> {
+    let mut v = parse_matrix_batch(body, &[labels])?;
+    Ok(v.pop().unwrap_or_default())
+}
+
+/// Parses an instant query answer with a matrix result for several
+/// series: per entry of `labels`, the samples of the series with exactly
+/// those labels, in time order; other series are ignored.
+pub fn parse_matrix_batch(
+    body: &[u8],
+    labels: &[&LabelSet],
+) -> anyhow::Result<Vec<Vec<(i64, f64)>>> {
     let resp: Response<'_> = serde_json::from_slice(body).map_err(|e| {
         anyhow!(
             "prometheus query: unreadable answer ({e}): {}",
@@ -193,17 +204,44 @@ pub fn parse_matrix(body: &[u8], labels: &LabelSet) -> anyhow::Result<Vec<(i64, 
             data.result_type
         );
     }
-    let mut out = Vec::new();
+    let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); labels.len()];
     for s in data.result {
-        if !labels_equal(&s.metric, labels) {
+        let Some(k) = labels.iter().position(|l| labels_equal(&s.metric, l)) else {
             continue;
-        }
+        };
         for (ts, v) in s.values {
-            out.push((parse_ts_ms(ts.get())?, parse_value(v)?));
+            out[k].push((parse_ts_ms(ts.get())?, parse_value(v)?));
         }
     }
-    out.sort_by_key(|s| s.0);
+    for o in &mut out {
+        o.sort_by_key(|s| s.0);
+    }
     Ok(out)
+}
+
+/// The one label in which every other series of `plans` differs from the
+/// first, all other labels being equal; None if there is no such label.
+pub fn varying_label(plans: &[Arc<SeriesPlan>]) -> Option<String> {
+    let first = &plans.first()?.labels;
+    let mut label: Option<&str> = None;
+    for p in &plans[1..] {
+        if p.labels.len() != first.len() {
+            return None;
+        }
+        for ((k1, v1), (k2, v2)) in first.pairs().iter().zip(p.labels.pairs()) {
+            if k1 != k2 {
+                return None;
+            }
+            if v1 != v2 {
+                match label {
+                    None => label = Some(k1),
+                    Some(l) if l == k1 => {}
+                    Some(_) => return None,
+                }
+            }
+        }
+    }
+    label.map(str::to_string)
 }
 
 fn emit(samples: &[(i64, f64)], a: i64, b: i64, sink: &mut Sink<'_>) {
@@ -245,6 +283,51 @@ impl QueryReader {
             .await?;
             let samples = parse_matrix(&body, &plan.labels)?;
             emit(&samples, a, b, sink);
+        }
+        Ok(())
+    }
+}
+
+impl QueryReader {
+    /// Reads series that differ in one label only with one query per
+    /// window, matching that label with a regular expression; others one
+    /// by one.
+    pub async fn read_batch(
+        &self,
+        plans: &[Arc<SeriesPlan>],
+        sink: &mut BatchSink<'_>,
+    ) -> anyhow::Result<()> {
+        let label = match plans {
+            [_, _, ..] => varying_label(plans),
+            _ => None,
+        };
+        let Some(label) = label else {
+            for (k, plan) in plans.iter().enumerate() {
+                self.read(plan, &mut |e| sink(k, e)).await?;
+            }
+            return Ok(());
+        };
+        let values: Vec<&str> = plans.iter().filter_map(|p| p.labels.get(&label)).collect();
+        let sel = plans[0].labels.to_selector_matching(&label, &values);
+        let labels: Vec<&LabelSet> = plans.iter().map(|p| &p.labels).collect();
+        for (a, b) in super::batch_windows(plans) {
+            let query = format!("{sel}[{}ms]", b - a + 1);
+            let time = secs3(b);
+            let body = super::send(
+                || {
+                    // A form body: the selector can be long.
+                    self.client
+                        .post(self.url.clone())
+                        .form(&[("query", query.as_str()), ("time", time.as_str())])
+                },
+                "prometheus query",
+            )
+            .await?;
+            let per_series = parse_matrix_batch(&body, &labels)?
+                .into_iter()
+                .map(|s| s.into_iter().filter(|&(t, _)| a <= t && t <= b).collect())
+                .collect();
+            super::emit_batch(per_series, plans, sink);
         }
         Ok(())
     }

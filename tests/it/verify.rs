@@ -520,12 +520,19 @@ fn sample_series_checks_a_seeded_subset() {
 /// samples, only that series is named.
 #[test]
 fn series_read_in_batches_get_exactly_their_own_samples() {
-    let (prom, vm) = (Prometheus::start(), VictoriaMetrics::start());
+    let (prom, prom2, vm) = (
+        Prometheus::start(),
+        Prometheus::start(),
+        VictoriaMetrics::start(),
+    );
     let t0 = now_ms() - 600_000;
     let series = [
         (r#"{"__name__":"batched","a":"1"}"#, 0, 60),
         (r#"{"__name__":"batched","a":"1","b":"2"}"#, 30, 60),
         (r#"{"__name__":"batched","a":"2"}"#, 100, 20),
+        // Values a regular expression would misread unless escaped.
+        (r#"{"__name__":"batched","a":"x(y|z"}"#, 10, 5),
+        (r#"{"__name__":"batched","a":"p.q \"r\\"}"#, 20, 5),
     ];
     let mut input = String::new();
     for (labels, start_s, n) in series {
@@ -533,9 +540,14 @@ fn series_read_in_batches_get_exactly_their_own_samples() {
             input += &metric_rec(labels, t0 + (start_s + i) * 1000, &format!("{}.5", i * 3));
         }
     }
-    let total = 140;
+    let total = 150;
     let dir = tempfile::tempdir().unwrap();
     for (name, write, read_flags) in [
+        (
+            "query",
+            format!("{}/api/v1/write", prom2.url()),
+            vec!["--prometheus".to_string(), prom2.url()],
+        ),
         (
             "prom",
             format!("{}/api/v1/write", prom.url()),
@@ -593,7 +605,11 @@ fn series_read_in_batches_get_exactly_their_own_samples() {
         // Delete the series whose labels are a superset of another's.
         let sel = crate::push::urlencode(r#"{__name__="batched",b="2"}"#);
         let (c, body) = http_post(
-            &if name == "vm" { vm.url() } else { prom.url() },
+            &match name {
+                "vm" => vm.url(),
+                "query" => prom2.url(),
+                _ => prom.url(),
+            },
             &format!("/api/v1/admin/tsdb/delete_series?match[]={sel}"),
         );
         assert_eq!(c, 204, "{name}: {body}");
