@@ -134,6 +134,9 @@ impl LabelSet {
     /// values escaped so each matches only itself (PromQL regexes are RE2
     /// and anchored).
     pub fn to_selector_matching(&self, label: &str, values: &[&str]) -> String {
+        // An empty value would also match series without the label.
+        debug_assert!(values.iter().all(|v| !v.is_empty()));
+        debug_assert!(self.get(label).is_some());
         let mut s = String::with_capacity(16 * self.0.len() + 16 * values.len());
         s.push('{');
         for (i, (name, value)) in self.0.iter().enumerate() {

@@ -340,57 +340,92 @@ pub fn sample(total: usize, n: Option<usize>, seed: u64) -> Vec<usize> {
 }
 
 /// Splits the series to read into batches of at most the reader's batch
-/// size. Series read together share windows, so they are batched by where
-/// their ranges start, not by label order. Instant queries can only batch
-/// series differing in one label: they are first grouped by all their
-/// other labels, the one set aside being the label with most values.
+/// size. Series read together share windows, so they are batched in order
+/// of where their ranges start, and a batch ends where the next series
+/// starts after every range in it ends (no window spans a gap between
+/// unrelated series). Instant queries can only batch series differing in
+/// one label: series are first grouped by their label names, then, within
+/// such a group, by all labels but the one with most values.
 fn batches(reader: &Reader, plans: &[Arc<SeriesPlan>], which: &[usize]) -> Vec<Vec<usize>> {
     let mut order = which.to_vec();
     order.sort_by_key(|&i| plans[i].range().map(|r| r.0));
     let size = reader.batch_size().max(1);
     let groups: Vec<Vec<usize>> = if matches!(reader, Reader::Query(_)) && size > 1 {
-        let mut values: std::collections::HashMap<&str, BTreeSet<&str>> = Default::default();
-        for &i in which {
-            for (k, v) in plans[i].labels.pairs() {
-                values.entry(k.as_str()).or_default().insert(v.as_str());
-            }
-        }
-        let Some(vary) = values
-            .iter()
-            .max_by_key(|(k, vs)| (vs.len(), std::cmp::Reverse(*k)))
-            .map(|(k, _)| k.to_string())
-        else {
-            return order.into_iter().map(|i| vec![i]).collect();
-        };
-        // Grouped by every label but `vary`, in order of first appearance;
-        // a series without `vary` is read alone.
-        let mut groups: Vec<Vec<usize>> = Vec::new();
-        let mut by_rest: std::collections::HashMap<Vec<(&str, &str)>, usize> = Default::default();
+        let mut by_names: Vec<Vec<usize>> = Vec::new();
+        let mut names_at: std::collections::HashMap<Vec<&str>, usize> = Default::default();
         for &i in &order {
-            let pairs = plans[i].labels.pairs();
-            if !pairs.iter().any(|(k, _)| *k == vary) {
-                groups.push(vec![i]);
-                continue;
-            }
-            let rest: Vec<(&str, &str)> = pairs
+            let names: Vec<&str> = plans[i]
+                .labels
+                .pairs()
                 .iter()
-                .filter(|(k, _)| *k != vary)
-                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .map(|(k, _)| k.as_str())
                 .collect();
-            let g = *by_rest.entry(rest).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
+            let g = *names_at.entry(names).or_insert_with(|| {
+                by_names.push(Vec::new());
+                by_names.len() - 1
             });
-            groups[g].push(i);
+            by_names[g].push(i);
         }
-        groups
+        by_names
+            .into_iter()
+            .flat_map(|g| group_by_all_but_one(plans, g))
+            .collect()
     } else {
         vec![order]
     };
+    let mut out = Vec::new();
+    for group in groups {
+        let mut chunk: Vec<usize> = Vec::new();
+        let mut end = i64::MIN;
+        for i in group {
+            let (first, last) = plans[i].range().unwrap_or((i64::MIN, i64::MIN));
+            if chunk.len() >= size || (!chunk.is_empty() && first > end) {
+                out.push(std::mem::take(&mut chunk));
+                end = i64::MIN;
+            }
+            chunk.push(i);
+            end = end.max(last);
+        }
+        if !chunk.is_empty() {
+            out.push(chunk);
+        }
+    }
+    out
+}
+
+/// Splits series with the same label names into groups that differ only in
+/// the label with the most distinct values, keeping their order.
+fn group_by_all_but_one(plans: &[Arc<SeriesPlan>], series: Vec<usize>) -> Vec<Vec<usize>> {
+    let mut values: std::collections::HashMap<&str, BTreeSet<&str>> = Default::default();
+    for &i in &series {
+        for (k, v) in plans[i].labels.pairs() {
+            values.entry(k.as_str()).or_default().insert(v.as_str());
+        }
+    }
+    let Some(vary) = values
+        .iter()
+        .max_by_key(|(k, vs)| (vs.len(), std::cmp::Reverse(*k)))
+        .map(|(k, _)| *k)
+    else {
+        return series.into_iter().map(|i| vec![i]).collect();
+    };
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_rest: std::collections::HashMap<Vec<(&str, &str)>, usize> = Default::default();
+    for &i in &series {
+        let rest: Vec<(&str, &str)> = plans[i]
+            .labels
+            .pairs()
+            .iter()
+            .filter(|(k, _)| k != vary)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let g = *by_rest.entry(rest).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
     groups
-        .into_iter()
-        .flat_map(|g| g.chunks(size).map(<[usize]>::to_vec).collect::<Vec<_>>())
-        .collect()
 }
 
 /// Checks the given series concurrently; fails on the first series that
@@ -782,6 +817,98 @@ mod tests {
                     alone.extend(stored(k, a, b).into_iter().map(|s| s.0));
                 }
                 assert_eq!(together[k], alone, "round {round}, series {k}");
+            }
+        }
+    }
+
+    /// Every series is read exactly once; query batches hold series that
+    /// differ in one label only; no batch spans a gap between ranges.
+    #[test]
+    fn batches_cover_every_series_once_and_query_batches_differ_in_one_label() {
+        use crate::labels::LabelSet;
+        use crate::manifest::{Fragment, Status};
+        let plan = |pairs: &[(&str, &str)], first: i64, last: i64| {
+            let labels = LabelSet::new(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+            .unwrap();
+            let f = Fragment {
+                run: Arc::from("r"),
+                id: 1,
+                status: Status::Ok,
+                count: 2,
+                first_ts: first,
+                last_ts: last,
+                step: None,
+                checksum: 0,
+                checksum12: None,
+                nan: None,
+                values: None,
+                maybe_duplicated: false,
+                reason: None,
+            };
+            Arc::new(SeriesPlan::new(labels, &[f]))
+        };
+        let mut plans = Vec::new();
+        for m in 0..3 {
+            for s in 0..100 {
+                let (m, s) = (format!("m{m}"), format!("s{s}"));
+                plans.push(plan(&[("__name__", &m), ("series", &s)], 1000, 2000));
+            }
+        }
+        // Other label names, a far-apart range, and two labels varying at once.
+        plans.push(plan(
+            &[("__name__", "m0"), ("series", "x"), ("extra", "1")],
+            1000,
+            2000,
+        ));
+        plans.push(plan(
+            &[("__name__", "m0"), ("series", "late")],
+            50_000,
+            60_000,
+        ));
+        plans.push(plan(&[("__name__", "other"), ("series", "y")], 1000, 2000));
+        let which: Vec<usize> = (0..plans.len()).collect();
+        let client = reqwest::Client::new();
+        for target in [
+            Target::Prometheus("http://127.0.0.1:9".into(), ReadApi::Query),
+            Target::Prometheus("http://127.0.0.1:9".into(), ReadApi::RemoteRead),
+            Target::VictoriaMetrics("http://127.0.0.1:9".into()),
+        ] {
+            let reader = Reader::new(&target, client.clone(), 100).unwrap();
+            let b = batches(&reader, &plans, &which);
+            let mut all: Vec<usize> = b.iter().flatten().copied().collect();
+            all.sort_unstable();
+            assert_eq!(all, which, "{target:?}: each series once");
+            assert!(b
+                .iter()
+                .all(|c| !c.is_empty() && c.len() <= reader.batch_size()));
+            for c in &b {
+                let ranges: Vec<_> = c.iter().map(|&i| plans[i].range().unwrap()).collect();
+                assert!(
+                    !(c.len() > 1
+                        && ranges.iter().any(|r| r.0 >= 50_000)
+                        && ranges.iter().any(|r| r.1 <= 2000)),
+                    "{target:?}: a batch spans the gap"
+                );
+                if matches!(target, Target::Prometheus(_, ReadApi::Query)) && c.len() > 1 {
+                    let batch: Vec<Arc<SeriesPlan>> = c.iter().map(|&i| plans[i].clone()).collect();
+                    assert!(
+                        prom::varying_label(&batch).is_some(),
+                        "{:?}",
+                        batch
+                            .iter()
+                            .map(|p| p.labels.to_selector())
+                            .collect::<Vec<_>>()
+                    );
+                }
+            }
+            if matches!(target, Target::Prometheus(_, ReadApi::Query)) {
+                // 300 series of 3 names in batches of 64: far fewer batches than series.
+                assert!(b.len() < 20, "{}", b.len());
             }
         }
     }
