@@ -283,6 +283,18 @@ async fn prom_query(
     State(data): State<PromData>,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> (StatusCode, String) {
+    answer_prom_query(&data, &q)
+}
+
+/// The same query POSTed as a form, as batched reads send it.
+async fn prom_query_form(
+    State(data): State<PromData>,
+    Form(q): Form<BTreeMap<String, String>>,
+) -> (StatusCode, String) {
+    answer_prom_query(&data, &q)
+}
+
+fn answer_prom_query(data: &PromData, q: &BTreeMap<String, String>) -> (StatusCode, String) {
     let query = &q["query"];
     let Some(r) = query
         .rsplit_once('[')
@@ -376,6 +388,66 @@ async fn prometheus_query_reader_windows_exactly() {
     assert_eq!(f.kind, "missing");
     let (a, b) = ((start + 12_000).to_string(), (start + 12_009).to_string());
     assert_eq!(f.ranges, vec![(a, b, 10)]);
+}
+
+/// Three series differing in one label, read together in one query per
+/// window (25,000 samples each: several windows of the batch's budget):
+/// all found, and samples dropped from one series are named for it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_batched_queries_give_each_series_its_own_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = 1_700_000_000_000i64;
+    let labels: Vec<LabelSet> = (0..3)
+        .map(|k| set(&[("__name__", "m"), ("s", &format!("s{k}"))]))
+        .collect();
+    let frags: Vec<Frag> = labels
+        .iter()
+        .enumerate()
+        .map(|(k, l)| Frag {
+            labels: l.clone(),
+            status: Status::Ok,
+            maybe_dup: false,
+            logs: vec![],
+            metrics: (0..25_000)
+                .map(|i| (start + i, (i * (k as i64 + 1)) as f64))
+                .collect(),
+            step: Some(1),
+        })
+        .collect();
+    let man = dir.path().join("m.ndjson");
+    write_manifest(&man, Mode::Metrics, &frags);
+    let mut rows: Vec<(BTreeMap<String, String>, i64, f64)> = Vec::new();
+    for f in &frags {
+        let m: BTreeMap<String, String> = f.labels.pairs().iter().cloned().collect();
+        rows.extend(f.metrics.iter().map(|&(t, v)| (m.clone(), t, v)));
+    }
+    let serve_rows = |rows: Vec<(BTreeMap<String, String>, i64, f64)>| {
+        serve(
+            Router::new()
+                .route("/api/v1/query", get(prom_query).post(prom_query_form))
+                .with_state(Arc::new(rows)),
+        )
+    };
+    let url = serve_rows(rows.clone()).await;
+    let out = run(&opts(man.clone(), Target::Prometheus(url, ReadApi::Query)))
+        .await
+        .unwrap();
+    assert_eq!(out.exit, Exit::Ok, "{:#?}", out.report.findings);
+    assert_eq!(out.report.entries_found, 75_000);
+
+    let s1: BTreeMap<String, String> = labels[1].pairs().iter().cloned().collect();
+    rows.retain(|(l, t, _)| !(l == &s1 && (start + 9_990..start + 10_010).contains(t)));
+    let url = serve_rows(rows).await;
+    let out = run(&opts(man, Target::Prometheus(url, ReadApi::Query)))
+        .await
+        .unwrap();
+    assert_eq!(out.exit, Exit::Discrepancy);
+    assert_eq!(out.report.findings.len(), 1, "{:#?}", out.report.findings);
+    let f = &out.report.findings[0];
+    assert_eq!(f.kind, "missing");
+    assert_eq!(f.series, labels[1]);
+    let (a, b) = ((start + 9_990).to_string(), (start + 10_009).to_string());
+    assert_eq!(f.ranges, vec![(a, b, 20)]);
 }
 
 // ---- VictoriaMetrics export ----
