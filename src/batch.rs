@@ -134,12 +134,13 @@ impl Fragment {
     fn push_value(&mut self, ts: i64, value: f64, h: u64) {
         self.note_ts(ts);
         debug_assert_eq!(h, checksum::metric_sample(ts, value));
-        // Integers below 10^12 are their own 12-digit rounding: the common
-        // case (counters, buckets) skips the rounding.
-        let h12 = if value == value.trunc() && value.abs() < 1e12 {
+        // Most values (integers: counters, buckets) are their own
+        // rounding, and then their hash is `h`: no second hash.
+        let r = checksum::round_12(value);
+        let h12 = if r.to_bits() == value.to_bits() {
             h
         } else {
-            checksum::metric_sample_12(ts, value)
+            checksum::metric_sample(ts, r)
         };
         self.digest.add(h);
         self.digest12.add(h12);

@@ -155,19 +155,22 @@ pub(crate) fn batch_windows(plans: &[Arc<SeriesPlan>]) -> Vec<(i64, i64)> {
     prom::tile(&merged, prom::WINDOW_SAMPLES)
 }
 
-/// Hands each series of a batch its samples of one window, cut to the
-/// series' own range (as reading it alone would), in time order.
+/// Hands each series of a batch its samples of the window `[a, b]`, cut
+/// to the window and to the series' own range (as reading it alone would),
+/// in time order.
 pub(crate) fn emit_batch(
     per_series: Vec<Vec<(i64, f64)>>,
     plans: &[Arc<SeriesPlan>],
+    (a, b): (i64, i64),
     sink: &mut BatchSink<'_>,
 ) {
     for (k, (samples, plan)) in per_series.into_iter().zip(plans).enumerate() {
         let Some((first, last)) = plan.range() else {
             continue;
         };
+        let (lo, hi) = (a.max(first), b.min(last));
         for (ts, v) in samples {
-            if first <= ts && ts <= last {
+            if lo <= ts && ts <= hi {
                 sink(k, Seen::sample(ts, v));
             }
         }
@@ -809,7 +812,7 @@ mod tests {
             }
             for &(a, b) in &windows {
                 let per: Vec<Vec<(i64, f64)>> = (0..plans.len()).map(|k| stored(k, a, b)).collect();
-                emit_batch(per, &plans, &mut |k, e| together[k].push(e.ts));
+                emit_batch(per, &plans, (a, b), &mut |k, e| together[k].push(e.ts));
             }
             for (k, plan) in plans.iter().enumerate() {
                 let mut alone = Vec::new();

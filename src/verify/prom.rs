@@ -323,11 +323,8 @@ impl QueryReader {
                 "prometheus query",
             )
             .await?;
-            let per_series = parse_matrix_batch(&body, &labels)?
-                .into_iter()
-                .map(|s| s.into_iter().filter(|&(t, _)| a <= t && t <= b).collect())
-                .collect();
-            super::emit_batch(per_series, plans, sink);
+            let per_series = parse_matrix_batch(&body, &labels)?;
+            super::emit_batch(per_series, plans, (a, b), sink);
         }
         Ok(())
     }
@@ -390,22 +387,16 @@ impl RemoteReader {
             .await?;
             let labels: Vec<&LabelSet> = q.iter().map(|x| x.0).collect();
             let answers = decode_read_response_batch(&resp, &labels)?;
+            // Each query asked for the window cut to its series' range,
+            // which is what emit_batch cuts to.
             let mut per_series: Vec<Vec<(i64, f64)>> = vec![Vec::new(); plans.len()];
-            for (&(k, qa, qb), samples) in queries.iter().zip(answers) {
-                per_series[k] = samples
-                    .into_iter()
-                    .filter(|&(t, _)| qa <= t && t <= qb)
-                    .collect();
+            for (&(k, _, _), samples) in queries.iter().zip(answers) {
+                per_series[k] = samples;
             }
-            super::emit_batch(per_series, plans, sink);
+            super::emit_batch(per_series, plans, (a, b), sink);
         }
         Ok(())
     }
-}
-
-/// A snappy-compressed ReadRequest for exactly `labels` over `[a, b]` ms.
-pub fn encode_read_request(labels: &LabelSet, a: i64, b: i64) -> anyhow::Result<Vec<u8>> {
-    encode_read_request_batch(&[(labels, a, b)])
 }
 
 /// A snappy-compressed ReadRequest with one query per (labels, a, b), each
@@ -435,19 +426,11 @@ pub fn encode_read_request_batch(queries: &[(&LabelSet, i64, i64)]) -> anyhow::R
         .context("compressing the remote read request")
 }
 
-/// Decodes a remote read answer; returns the samples of the series with
-/// exactly `labels` (a store that appends external labels to every series
-/// therefore matches nothing: its series are not the ones pushed), stale
-/// markers left out, in time order.
-pub fn decode_read_response(body: &[u8], labels: &LabelSet) -> anyhow::Result<Vec<(i64, f64)>> {
-    let mut v = decode_read_response_batch(body, &[labels])?;
-    Ok(v.pop().unwrap_or_default())
-}
-
 /// Decodes a remote read answer to a request with one query per entry of
 /// `labels`: result i answers query i, and of it only the series with
 /// exactly `labels[i]` counts (an exact matcher also matches series with
-/// more labels). Several time series of that label set in one result are
+/// more labels; a store that appends external labels to every series
+/// therefore matches nothing: its series are not the ones pushed). Several time series of that label set in one result are
 /// joined. Stale markers are left out; samples in time order.
 pub fn decode_read_response_batch(
     body: &[u8],
@@ -503,6 +486,20 @@ pub fn decode_read_response_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes a remote read answer; returns the samples of the series with
+    /// exactly `labels` (a store that appends external labels to every series
+    /// therefore matches nothing: its series are not the ones pushed), stale
+    /// markers left out, in time order.
+    fn decode_read_response(body: &[u8], labels: &LabelSet) -> anyhow::Result<Vec<(i64, f64)>> {
+        let mut v = decode_read_response_batch(body, &[labels])?;
+        Ok(v.pop().unwrap_or_default())
+    }
+
+    /// A snappy-compressed ReadRequest for exactly `labels` over `[a, b]` ms.
+    fn encode_read_request(labels: &LabelSet, a: i64, b: i64) -> anyhow::Result<Vec<u8>> {
+        encode_read_request_batch(&[(labels, a, b)])
+    }
 
     fn check_tiling(spans: &[(i64, i64, u64)], max: u64) -> Vec<(i64, i64)> {
         let w = tile(spans, max);

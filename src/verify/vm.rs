@@ -67,7 +67,7 @@ impl VmReader {
             )
             .await?;
             let per_series = parse_export_batch(&body, &labels, a, b)?;
-            super::emit_batch(per_series, plans, sink);
+            super::emit_batch(per_series, plans, (a, b), sink);
         }
         Ok(())
     }
@@ -139,19 +139,6 @@ fn quote_special_values(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     out.into()
 }
 
-/// Parses an export answer: the samples of the series with exactly
-/// `labels` with timestamps in `[a, b]`, merged over all its lines and
-/// sorted by time, duplicates kept.
-pub fn parse_export(
-    body: &[u8],
-    labels: &LabelSet,
-    a: i64,
-    b: i64,
-) -> anyhow::Result<Vec<(i64, f64)>> {
-    let mut v = parse_export_batch(body, &[labels], a, b)?;
-    Ok(v.pop().unwrap_or_default())
-}
-
 /// Parses an export answer for several series: per entry of `labels`, the
 /// samples of the series with exactly those labels in `[a, b]`, sorted by
 /// time, duplicates kept; other series are ignored.
@@ -208,6 +195,19 @@ pub fn parse_export_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parses an export answer: the samples of the series with exactly
+    /// `labels` with timestamps in `[a, b]`, merged over all its lines and
+    /// sorted by time, duplicates kept.
+    fn parse_export(
+        body: &[u8],
+        labels: &LabelSet,
+        a: i64,
+        b: i64,
+    ) -> anyhow::Result<Vec<(i64, f64)>> {
+        let mut v = parse_export_batch(body, &[labels], a, b)?;
+        Ok(v.pop().unwrap_or_default())
+    }
 
     fn labels() -> LabelSet {
         LabelSet::new(vec![
