@@ -6,7 +6,13 @@
 # Then looker-verify against Prometheus's query API (best of 3).
 # The same into VictoriaMetrics unless VM=0.
 #
+# Also the floor under push CPU, from benches/encode.rs: what building the
+# same requests costs from samples already in memory, as a share of the
+# store's CPU.
+#
 #   bench/prometheus.sh [SAMPLES]    (default 2,000,000 = 2000 series x 1000)
+#   SERIES=N        series (default 2000)
+#   GEN_FLAGS=...   more looker-gen flags, e.g. "--label job=node --label ..."
 #
 # Samples are 1 s apart (less when there are more than 1800 per series)
 # starting 30 min ago, so they all fall inside Prometheus's accepted window.
@@ -26,7 +32,7 @@ cargo build --release --quiet --bin looker-gen --bin looker-push --bin looker-ve
 
 start=$(date -u -d '-30 min' +%Y-%m-%dT%H:%M:%SZ)
 "$R/looker-gen" --metrics --seed 1 --start-time "$start" --time-increment "${inc_ms}ms" \
-  --n-series "$series" --count "$per" >"$tmp/in.ndjson"
+  --n-series "$series" --count "$per" ${GEN_FLAGS:-} >"$tmp/in.ndjson"
 echo "input: $(num $n) samples, $series series x $per, ${inc_ms} ms apart from $start, $(($(stat -c %s "$tmp/in.ndjson") / 1000000)) MB"
 
 # Baseline in the same run: the pipeline alone (parse, batch, encode as
@@ -42,6 +48,15 @@ echo
 printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   %.3f cpu-s per million samples\n' \
   "looker-push --null (baseline)" "$null_wall" "$null_cpu" "$(num "$(calc "$n / $null_wall")")" "$null_rss" \
   "$(calc "$null_cpu * 1000000 / $n")"
+
+# The floor under push CPU: building the same requests from samples
+# already in memory (benches/encode.rs), without reading any input.
+cargo bench --quiet --bench encode -- "$series" "$per" >"$tmp/floor" 2>"$tmp/floor.err" ||
+  die "cargo bench --bench encode failed: $(tail -n 5 "$tmp/floor.err")"
+floor_encode=$(awk '$1 == "encode" {print $2}' "$tmp/floor")
+floor_batch=$(awk '$1 == "batch+encode" {print $2}' "$tmp/floor")
+printf '%-34s %7.3f cpu-s per million samples (protobuf + snappy only), %.3f with batching and digests\n' \
+  "requests from memory (floor)" "$floor_encode" "$floor_batch"
 
 declare -A sum
 # bench_store NAME PID WRITE_URL VERIFY_FLAG VERIFY_URL [verify flags...]
@@ -93,6 +108,8 @@ bench_store() {
   printf '%-34s %7.3f cpu-s per million samples\n' "$name CPU" "$(calc "$store * 1000000 / $n")"
   printf '%-34s %7.1f%%  (target <= 10%%; %.1f%% counting the 3 s after)\n' "push CPU / $name CPU" \
     "$(calc "100 * $push_cpu / $store")" "$(calc "100 * $push_cpu / $store5")"
+  printf '%-34s %7.1f%%  protobuf + snappy only; %.1f%% with batching and digests\n' "floor / $name CPU" \
+    "$(calc "100 * $floor_encode * $n / 1000000 / $store")" "$(calc "100 * $floor_batch * $n / 1000000 / $store")"
   printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   (best of 3, verdict ok)\n' "looker-verify" \
     "$bw" "$bc" "$(num "$(calc "$n / $bw")")" "$br"
   if [ -n "$rr" ]; then
