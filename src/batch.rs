@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checksum::{self, Digest, ValueSums};
-use crate::manifest::{FragmentMeta, NanInfo, SeriesKey};
+use crate::manifest::{Edges, FragmentMeta, NanInfo, SeriesKey};
 use crate::record::Mode;
 
 /// A series known to the pusher.
@@ -50,8 +50,21 @@ pub struct Fragment {
     escaped_extra: usize,
     step: Option<i64>,
     steady: bool,
+    /// Earliest and latest timestamp: input may be out of order (Loki
+    /// takes it so), and the range must hold every entry.
+    min_ts: i64,
+    max_ts: i64,
+    /// Logs: hashes of the entries at `min_ts` and at `max_ts`, so a
+    /// verifier can tell which entries of a timestamp a fragment holds
+    /// when another cut of the same input splits that timestamp
+    /// elsewhere. None once more than EDGE_CAP share one of them.
+    edges: Option<Edges>,
     pub opened: Instant,
 }
+
+/// Edge timestamps with more entries than this are not recorded; the
+/// verifier then judges without them.
+pub const EDGE_CAP: usize = 64;
 
 impl Fragment {
     fn new(series: Arc<Series>, mode: Mode, cap: usize) -> Fragment {
@@ -75,6 +88,9 @@ impl Fragment {
             escaped_extra: 0,
             step: None,
             steady: true,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            edges: (mode == Mode::Logs).then(Edges::default),
             opened: Instant::now(),
         }
     }
@@ -96,6 +112,8 @@ impl Fragment {
     }
 
     fn note_ts(&mut self, ts: i64) {
+        self.min_ts = self.min_ts.min(ts);
+        self.max_ts = self.max_ts.max(ts);
         if let Some(&prev) = self.ts.last() {
             let d = ts - prev;
             match self.step {
@@ -121,9 +139,27 @@ impl Fragment {
                 })
                 .sum::<usize>();
         }
+        let (min, max) = (self.min_ts, self.max_ts);
         self.note_ts(ts);
         debug_assert_eq!(hash, checksum::log_entry(ts, line.as_bytes()));
         self.digest.add(hash);
+        if let Some(e) = &mut self.edges {
+            if ts < min {
+                e.first.clear();
+            }
+            if ts <= min {
+                e.first.push(hash);
+            }
+            if ts > max {
+                e.last.clear();
+            }
+            if ts >= max {
+                e.last.push(hash);
+            }
+            if e.first.len() > EDGE_CAP || e.last.len() > EDGE_CAP {
+                self.edges = None;
+            }
+        }
         if let Entries::Lines { data, ends } = &mut self.entries {
             data.extend_from_slice(line.as_bytes());
             ends.push(data.len() as u32);
@@ -192,8 +228,9 @@ impl Fragment {
                 Mode::Metrics => Some(ValueSums::of(self.samples())),
                 Mode::Logs => None,
             },
-            first_ts: self.ts.first().copied().unwrap_or(0),
-            last_ts: self.ts.last().copied().unwrap_or(0),
+            first_ts: if self.ts.is_empty() { 0 } else { self.min_ts },
+            last_ts: if self.ts.is_empty() { 0 } else { self.max_ts },
+            edges: self.edges.clone(),
             step: if self.steady && self.ts.len() > 1 {
                 self.step
             } else {

@@ -71,6 +71,45 @@ pub struct FragmentMeta {
     /// name exactly which timestamps are missing.
     pub step: Option<i64>,
     pub bytes: u64,
+    /// Logs: the entries at `first_ts` and at `last_ts`.
+    pub edges: Option<Edges>,
+}
+
+/// Hashes of a log fragment's entries at its first and at its last
+/// timestamp (the same entries when the two are equal). Two cuts of the
+/// same input (a re-push with other fragment sizes) may split the entries
+/// of one timestamp differently; with these, each fragment can still be
+/// confirmed entry by entry where the store keeps each entry once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Edges {
+    pub first: Vec<u64>,
+    pub last: Vec<u64>,
+}
+
+/// `Edges` as written in manifests: checksums in hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgesLine {
+    pub first: Vec<String>,
+    pub last: Vec<String>,
+}
+
+impl EdgesLine {
+    fn new(e: &Edges) -> EdgesLine {
+        let hex = |v: &[u64]| v.iter().map(|h| format!("{h:016x}")).collect();
+        EdgesLine {
+            first: hex(&e.first),
+            last: hex(&e.last),
+        }
+    }
+
+    fn edges(&self) -> Option<Edges> {
+        let parse =
+            |v: &[String]| -> Option<Vec<u64>> { v.iter().map(|h| Digest::parse_hex(h)).collect() };
+        Some(Edges {
+            first: parse(&self.first)?,
+            last: parse(&self.last)?,
+        })
+    }
 }
 
 /// A series as written in manifests: labels and their JSON form.
@@ -137,6 +176,9 @@ pub struct FragmentLine {
     /// that keep values only to a decimal precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<ValuesLine>,
+    /// Logs: checksums of the entries at `first_ts` and at `last_ts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edges: Option<EdgesLine>,
     #[serde(default)]
     pub attempts: u32,
     /// An attempt may have reached the store before the one that succeeded,
@@ -336,6 +378,7 @@ impl ManifestWriter {
                 checksum_without_nan: f.nan.map(|n| format!("{:016x}", n.checksum)),
                 checksum12_without_nan: f.nan.map(|n| format!("{:016x}", n.checksum12)),
                 values: f.values.as_ref().map(ValuesLine::new),
+                edges: f.edges.as_ref().map(EdgesLine::new),
                 attempts,
                 maybe_duplicated,
                 reason: reason.map(str::to_string),
@@ -405,6 +448,8 @@ pub struct Fragment {
     /// Boxed: log fragments, which have none, are kept by the hundred
     /// thousand while verifying.
     pub values: Option<Box<ValueSums>>,
+    /// Boxed for the same reason.
+    pub edges: Option<Box<Edges>>,
     pub maybe_duplicated: bool,
     pub reason: Option<String>,
 }
@@ -584,6 +629,12 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                             })?)),
                             None => None,
                         },
+                        edges: match &f.edges {
+                            Some(e) => Some(Box::new(e.edges().ok_or_else(|| {
+                                perr(format!("invalid \"edges\" {:?} {:?}", e.first, e.last))
+                            })?)),
+                            None => None,
+                        },
                         maybe_duplicated: f.maybe_duplicated,
                         reason: f.reason,
                     };
@@ -660,6 +711,7 @@ mod tests {
             digest,
             digest12: None,
             nan: None,
+            edges: None,
             values: None,
             first_ts: first,
             last_ts: first + n as i64 - 1,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::checksum::{self, Digest, ValueSums};
 use crate::labels::LabelSet;
-use crate::manifest::{Fragment, Status};
+use crate::manifest::{Edges, Fragment, Status};
 
 /// Largest step grid tracked per group, in entries. A fragment is one push
 /// batch, far smaller than this; beyond it the checker falls back to counts.
@@ -153,6 +153,8 @@ struct Unit {
     /// The time range of its fragments (identical fragments share it).
     first_ts: i64,
     last_ts: i64,
+    /// Logs: the checksums of its entries at `first_ts` and `last_ts`.
+    edges: Option<Box<Edges>>,
     ok: bool,
     /// Indices into the group's fragments.
     frags: Vec<usize>,
@@ -181,6 +183,10 @@ pub struct Group {
     /// entry more than once: fragments that may have been sent twice, were
     /// not acknowledged (and maybe retried), or were pushed by several runs.
     repeat_ranges: Vec<(i64, i64)>,
+    /// Several acknowledged contents that all have edge checksums: their
+    /// first and last timestamps, sorted, at which the checker keeps the
+    /// checksums of what it finds (see [`judge_overlap_by_edges`]).
+    edge_ts: Vec<i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -212,6 +218,9 @@ impl Group {
                     if u.values.is_none() {
                         u.values.clone_from(&f.values);
                     }
+                    if u.edges.is_none() {
+                        u.edges.clone_from(&f.edges);
+                    }
                 }
                 None => units.push(Unit {
                     count: f.count,
@@ -220,6 +229,7 @@ impl Group {
                     values: f.values.clone(),
                     first_ts: f.first_ts,
                     last_ts: f.last_ts,
+                    edges: f.edges.clone(),
                     ok: f.status == Status::Ok,
                     frags: vec![i],
                 }),
@@ -249,6 +259,15 @@ impl Group {
                 }
             }
         }
+        let acked = || units.iter().filter(|u| u.ok);
+        let edge_ts = if acked().count() > 1 && acked().all(|u| u.edges.is_some()) {
+            let mut ts: Vec<i64> = acked().flat_map(|u| [u.first_ts, u.last_ts]).collect();
+            ts.sort_unstable();
+            ts.dedup();
+            ts
+        } else {
+            Vec::new()
+        };
         Group {
             first_ts,
             last_ts,
@@ -256,6 +275,7 @@ impl Group {
             units,
             grid,
             repeat_ranges,
+            edge_ts,
         }
     }
 
@@ -394,6 +414,9 @@ struct GroupAcc {
     /// none.
     per_unit: Vec<(Digest, u64, Option<ValueSums>)>,
     uncovered: u64,
+    /// The checksums of the entries found at each of the group's
+    /// `edge_ts`.
+    at_edge: Vec<Vec<u64>>,
 }
 
 /// Accumulates what a store returned for one series.
@@ -461,6 +484,7 @@ impl SeriesChecker {
                         .map(|s| Some(ValueSums::with_scale(s)))
                         .collect()
                 },
+                at_edge: vec![Vec::new(); g.edge_ts.len()],
                 ..GroupAcc::default()
             })
             .collect();
@@ -540,6 +564,9 @@ impl SeriesChecker {
             }
             if !covered {
                 acc.uncovered += 1;
+            }
+            if let Ok(k) = group.edge_ts.binary_search(&ts) {
+                acc.at_edge[k].push(hash);
             }
         }
         if let Some(grid) = group.grid {
@@ -711,7 +738,8 @@ fn judge_group(
     let exp = sum_units(ok.iter().map(|&i| &g.units[i])).d;
     if others.is_empty()
         && ok.len() > 1
-        && judge_overlap_by_ranges(labels, g, acc, &ok, max_abs, out)
+        && (judge_overlap_by_ranges(labels, g, acc, &ok, max_abs, out)
+            || judge_overlap_by_edges(labels, g, acc, &ok, out))
     {
         return;
     }
@@ -945,6 +973,119 @@ fn judge_overlap_by_ranges(
     true
 }
 
+/// Like [`judge_overlap_by_ranges`], for log input where entries share
+/// timestamps: two cuts of the same input (a re-push with other fragment
+/// sizes) may split the entries of one timestamp at different places, so
+/// a fragment's range also holds entries another fragment took at its
+/// first or last timestamp. Each content is confirmed in two parts:
+///
+/// - every entry it had at its first and last timestamp (listed by
+///   checksum in the manifest) was found there;
+/// - the entries found strictly inside its range are exactly its entries
+///   there (its checksum less those at the two edges).
+///
+/// And each entry found at an edge timestamp is one an acknowledged
+/// content lists there, or lies strictly inside an acknowledged range (so
+/// the second check covered it). Then every acknowledged entry is there
+/// and nothing else is, with the store keeping each entry once. Exact
+/// checksums only. Returns false (judge by the sum) when that does not
+/// hold.
+fn judge_overlap_by_edges(
+    labels: &LabelSet,
+    g: &Group,
+    acc: &GroupAcc,
+    ok: &[usize],
+    out: &mut Vec<Finding>,
+) -> bool {
+    if g.edge_ts.is_empty() || acc.per_unit.len() != g.units.len() || acc.uncovered > 0 {
+        return false;
+    }
+    let digest = |hs: &[u64]| {
+        let mut d = Digest::default();
+        hs.iter().for_each(|&h| d.add(h));
+        d
+    };
+    let minus = |a: Digest, b: Digest| Digest {
+        count: a.count.wrapping_sub(b.count),
+        sum: a.sum.wrapping_sub(b.sum),
+    };
+    let found: Vec<Vec<u64>> = acc
+        .at_edge
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    let index = |t: i64| g.edge_ts.binary_search(&t).ok();
+    // Per edge timestamp: the checksums acknowledged contents list there,
+    // and whether it lies strictly inside an acknowledged range.
+    let mut listed: Vec<Vec<u64>> = vec![Vec::new(); g.edge_ts.len()];
+    let mut inside: Vec<i64> = vec![0; g.edge_ts.len() + 1];
+    for &u in ok {
+        let unit = &g.units[u];
+        let (Some(e), Some(ka), Some(kb)) = (
+            unit.edges.as_deref(),
+            index(unit.first_ts),
+            index(unit.last_ts),
+        ) else {
+            return false;
+        };
+        let all_found = |hs: &[u64], k: usize| hs.iter().all(|h| found[k].binary_search(h).is_ok());
+        let (edge_exp, edge_found) = if ka == kb {
+            if !all_found(&e.first, ka) {
+                return false;
+            }
+            listed[ka].extend_from_slice(&e.first);
+            (digest(&e.first), digest(&found[ka]))
+        } else {
+            if !all_found(&e.first, ka) || !all_found(&e.last, kb) {
+                return false;
+            }
+            listed[ka].extend_from_slice(&e.first);
+            listed[kb].extend_from_slice(&e.last);
+            inside[ka + 1] += 1;
+            inside[kb] -= 1;
+            let mut exp = digest(&e.first);
+            exp.merge(digest(&e.last));
+            let mut f = digest(&found[ka]);
+            f.merge(digest(&found[kb]));
+            (exp, f)
+        };
+        if minus(acc.per_unit[u].0, edge_found) != minus(unit.digest(), edge_exp) {
+            return false;
+        }
+    }
+    let mut depth = 0;
+    for (k, hs) in found.iter().enumerate() {
+        depth += inside[k];
+        if depth > 0 {
+            continue;
+        }
+        let list = &mut listed[k];
+        list.sort_unstable();
+        if !hs.iter().all(|h| list.binary_search(h).is_ok()) {
+            return false;
+        }
+    }
+    let mut f = Finding::new(Kind::Note, false, labels);
+    f.fragments = g.frag_ids(ok);
+    f.first_ts = Some(g.first_ts);
+    f.last_ts = Some(g.last_ts);
+    f.expected = Some(acc.found.count);
+    f.found = Some(acc.found.count);
+    f.detail = format!(
+        "{} acknowledged fragments overlap in time (the same entries pushed more than once, cut differently, also within timestamps shared by several entries); each was found exactly, entries at its first and last timestamp by their checksums",
+        g.fragments.len()
+    );
+    out.push(f);
+    if acc.dups.count > 0 && acc.dups_unexplained > 0 {
+        out.push(duplicated(labels, g, acc, ok));
+    }
+    true
+}
+
 fn altered(mut f: Finding, exp: Digest, acc: &GroupAcc) -> Finding {
     f.expected = Some(exp.count);
     f.found = Some(acc.found.count);
@@ -1046,6 +1187,7 @@ mod tests {
             checksum: d.sum,
             checksum12: None,
             nan: None,
+            edges: None,
             values: None,
             maybe_duplicated: false,
             reason: None,
@@ -1072,6 +1214,7 @@ mod tests {
             checksum12: Some(d12),
             nan: None,
             values,
+            edges: None,
             maybe_duplicated: false,
             reason: None,
         }
@@ -1096,6 +1239,114 @@ mod tests {
 
     fn range(a: i64, n: i64, step: i64) -> Vec<i64> {
         (0..n).map(|k| a + k * step).collect()
+    }
+
+    /// `entries` cut into fragments of `size` by run `run`, as the pusher
+    /// records them: range from the earliest to the latest timestamp, and
+    /// the checksums of the entries at those two.
+    fn cuts(entries: &[(i64, String)], size: usize, run: &str) -> Vec<Fragment> {
+        entries
+            .chunks(size)
+            .enumerate()
+            .map(|(i, c)| {
+                let mut d = Digest::default();
+                c.iter()
+                    .for_each(|(t, l)| d.add(log_entry(*t, l.as_bytes())));
+                let first = c.iter().map(|e| e.0).min().unwrap();
+                let last = c.iter().map(|e| e.0).max().unwrap();
+                let at = |ts: i64| -> Vec<u64> {
+                    c.iter()
+                        .filter(|e| e.0 == ts)
+                        .map(|(t, l)| log_entry(*t, l.as_bytes()))
+                        .collect()
+                };
+                Fragment {
+                    run: Arc::from(run),
+                    id: i as u64 + 1,
+                    status: Status::Ok,
+                    count: c.len() as u64,
+                    first_ts: first,
+                    last_ts: last,
+                    step: None,
+                    checksum: d.sum,
+                    checksum12: None,
+                    nan: None,
+                    values: None,
+                    edges: Some(Box::new(Edges {
+                        first: at(first),
+                        last: at(last),
+                    })),
+                    maybe_duplicated: false,
+                    reason: None,
+                }
+            })
+            .collect()
+    }
+
+    fn check_logs(frags: &[Fragment], stored: &[(i64, String)]) -> SeriesResult {
+        let mut stored = stored.to_vec();
+        stored.sort_by_key(|e| e.0);
+        let mut c = SeriesChecker::new(Arc::new(SeriesPlan::new(labels(), frags)));
+        for (t, l) in &stored {
+            c.observe(Seen::log(*t, l.as_bytes()));
+        }
+        c.finish()
+    }
+
+    /// The same input pushed three times with different fragment sizes,
+    /// five entries per timestamp: the cuts split timestamps at different
+    /// places. The store keeps each entry once. Whatever is lost, altered
+    /// or added, at an edge timestamp or inside a range, is a discrepancy.
+    #[test]
+    fn re_pushes_that_split_shared_timestamps_differently_are_confirmed_entry_by_entry() {
+        for shuffled in [false, true] {
+            let mut input: Vec<(i64, String)> = (0..24)
+                .map(|i| (1000 + i / 5, format!("seq {i}")))
+                .collect();
+            if shuffled {
+                // Out of order within reach of a fragment, as merged logs are.
+                for i in (0..input.len() - 2).step_by(3) {
+                    input.swap(i, i + 2);
+                }
+            }
+            let mut frags = Vec::new();
+            for (size, run) in [(3, "r1"), (4, "r2"), (7, "r3")] {
+                frags.extend(cuts(&input, size, run));
+            }
+            let r = check_logs(&frags, &input);
+            assert!(
+                !r.has_discrepancy(),
+                "shuffled {shuffled}: {:?}",
+                r.findings
+            );
+            assert_eq!(kinds(&r), vec![(Kind::Note, false)]);
+
+            for k in 0..input.len() {
+                let mut lost = input.clone();
+                lost.remove(k);
+                let r = check_logs(&frags, &lost);
+                assert!(r.has_discrepancy(), "entry {k} lost, shuffled {shuffled}");
+
+                let mut changed = input.clone();
+                changed[k].1.push('!');
+                let r = check_logs(&frags, &changed);
+                assert!(
+                    r.has_discrepancy(),
+                    "entry {k} altered, shuffled {shuffled}"
+                );
+
+                let mut moved = input.clone();
+                moved[k].0 += 1;
+                let r = check_logs(&frags, &moved);
+                assert!(r.has_discrepancy(), "entry {k} moved, shuffled {shuffled}");
+            }
+            for t in 999..1006 {
+                let mut extra = input.clone();
+                extra.push((t, "extra".into()));
+                let r = check_logs(&frags, &extra);
+                assert!(r.has_discrepancy(), "extra at {t}, shuffled {shuffled}");
+            }
+        }
     }
 
     #[test]
@@ -1346,6 +1597,7 @@ mod tests {
             checksum: metric_sample(ts, v),
             checksum12: Some(metric_sample_12(ts, v)),
             nan: None,
+            edges: None,
             values: None,
             maybe_duplicated: false,
             reason: None,

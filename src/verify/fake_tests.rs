@@ -81,6 +81,7 @@ fn write_manifest(path: &Path, mode: Mode, frags: &[Frag]) {
             digest: d,
             digest12: (mode == Mode::Metrics).then_some(d12),
             nan: None,
+            edges: None,
             values: match mode {
                 Mode::Metrics => Some(checksum::ValueSums::of(f.metrics.iter().copied())),
                 Mode::Logs => None,

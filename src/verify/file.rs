@@ -190,6 +190,7 @@ mod tests {
                 digest,
                 digest12: None,
                 nan: None,
+                edges: None,
                 values: None,
                 first_ts: *first,
                 last_ts: first + (*n as i64 - 1) * 10,

@@ -287,6 +287,102 @@ fn loki_same_input_pushed_twice_with_different_fragments_is_not_a_loss() {
     assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
 }
 
+/// The same re-push where entries share timestamps (log shippers stamp
+/// bursts with one time): the two runs cut the runs of equal timestamps at
+/// different places, and Loki keeps each (timestamp, line) once.
+#[test]
+fn loki_same_input_pushed_twice_cutting_equal_timestamps_differently_is_not_a_loss() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let mut input = String::new();
+    for i in 0..24 {
+        input += &log_rec(
+            r#"{"app":"burst"}"#,
+            t + (i / 5) * 1_000_000,
+            &format!("seq {i}"),
+        );
+    }
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    for size in ["3", "4", "7"] {
+        let o = push(
+            &[
+                "--loki",
+                &loki.url(),
+                "--manifest",
+                s(&man),
+                "--fragment-size",
+                size,
+                "-q",
+            ],
+            input.as_bytes(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(loki.entry_count(), 24);
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+}
+
+/// Log input out of time order inside one fragment (merged shipper
+/// output; Loki takes it): the fragment's range spans its earliest to its
+/// latest entry, not its first to its last, so nothing reads as missing
+/// or unexpected. Losing the latest entry, which came second, is a loss.
+#[test]
+fn out_of_order_log_entries_in_one_fragment_verify_clean() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let mut input = String::new();
+    for (i, off) in [0, 4, 2, 3, 1].iter().enumerate() {
+        input += &log_rec(r#"{"app":"ooo"}"#, t + off * 1_000_000, &format!("seq {i}"));
+    }
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let sink = dir.path().join("sink.ndjson");
+    for target in [["--loki", &loki.url()], ["--file", s(&sink)]] {
+        let _ = std::fs::remove_file(&man);
+        let o = push(
+            &[target[0], target[1], "--manifest", s(&man), "-q"],
+            input.as_bytes(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = verify(&[
+            "--manifest",
+            s(&man),
+            target[0],
+            target[1],
+            "--report",
+            s(&rep),
+        ]);
+        assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+    }
+    let kept: String = std::fs::read_to_string(&sink)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("seq 1"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&sink, kept).unwrap();
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--file",
+        s(&sink),
+        "--report",
+        s(&rep),
+    ]);
+    let r = report(&rep);
+    assert_eq!(code(&o), 1, "{}\n{r:#}", stderr(&o));
+    assert_eq!(kinds(&r), vec![("missing".to_string(), true)], "{r:#}");
+}
+
 /// Pinned: when both runs cut the same fragments, the identical contents
 /// count once and a re-push is clean.
 #[test]
