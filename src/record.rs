@@ -143,9 +143,11 @@ pub fn parse_canonical(line: &str) -> Option<RawRecord<'_>> {
     let b = line.as_bytes();
     b.strip_prefix(b"{\"labels\":{")?;
     // Without a backslash in the labels no string there can hold a quote,
-    // so the first `},"ts":` ends the object.
+    // so the first `},"ts":` ends the object, unless another member with an
+    // object value comes between (`"labels":{..},"meta":{..},"ts":`): a
+    // `{` inside sends the line to the general parser.
     let close = memchr::memchr_iter(b'}', b).find(|&i| b[i..].starts_with(b"},\"ts\":"))?;
-    if memchr::memchr(b'\\', &b[..close]).is_some() {
+    if memchr::memchr2(b'\\', b'{', &b[11..close]).is_some() {
         return None;
     }
     let labels_json = &line[10..close + 1];
@@ -576,6 +578,9 @@ mod tests {
                 r#"{"labels":{"a":"b"},"ts":"12","line":"tab	inside"}"#,
                 r#"{"labels":{"a":"b"},"ts":-12,"value":1}"#,
                 r#"{"labels":{"a":"b"} ,"ts":12,"value":1}"#,
+                r#"{"labels":{"app":"x"},"meta":{"k":"v"},"ts":"1700000000000000000","line":"hi"}"#,
+                r#"{"labels":{"app":"x"},"meta":{},"ts":12,"value":1}"#,
+                r#"{"labels":{"a":"{b}"},"ts":"5","line":"x"}"#,
             ]
             .map(str::to_string),
         );

@@ -454,9 +454,26 @@ pub fn decode_read_response_batch(
         );
     }
     let mut out: Vec<Vec<(i64, f64)>> = Vec::with_capacity(labels.len());
+    // Pairs every returned series has beyond the labels asked for, while
+    // no series matched exactly: what external labels look like.
+    let mut extra_everywhere: Option<Vec<(String, String)>> = None;
+    let mut any_exact = false;
     for (result, want) in resp.results.into_iter().zip(labels) {
         let mut samples = Vec::new();
         for ts in result.timeseries {
+            let extra: Vec<(String, String)> = ts
+                .labels
+                .iter()
+                .filter(|l| want.get(&l.name) != Some(l.value.as_str()))
+                .map(|l| (l.name.clone(), l.value.clone()))
+                .collect();
+            extra_everywhere = Some(match extra_everywhere.take() {
+                None => extra.clone(),
+                Some(mut common) => {
+                    common.retain(|p| extra.contains(p));
+                    common
+                }
+            });
             let mut pairs: Vec<(&str, &str)> = ts
                 .labels
                 .iter()
@@ -469,6 +486,7 @@ pub fn decode_read_response_batch(
                     .zip(want.pairs())
                     .all(|(p, q)| p.0 == q.0 && p.1 == q.1);
             if same {
+                any_exact = true;
                 samples.extend(
                     ts.samples
                         .iter()
@@ -479,6 +497,18 @@ pub fn decode_read_response_batch(
         }
         samples.sort_by_key(|s| s.0);
         out.push(samples);
+    }
+    if let (false, Some(common)) = (any_exact, extra_everywhere) {
+        if !common.is_empty() {
+            let mut common = common;
+            common.sort();
+            let shown: Vec<String> = common.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            // Reported as every series missing, this would be a false alarm.
+            bail!(
+                "prometheus remote read: every series came back with labels that were not pushed ({}), none with its own labels; Prometheus appends its external_labels to remote read answers. Verify with --read-api query",
+                shown.join(", ")
+            );
+        }
     }
     Ok(out)
 }
@@ -659,6 +689,53 @@ mod tests {
             .unwrap();
         let s = decode_read_response(&body, &labels()).unwrap();
         assert_eq!(s, vec![(11, 1.0), (12, 2.0)]);
+    }
+
+    /// A Prometheus with external labels appends them to every series of a
+    /// remote read answer: that is an error naming them, not every series
+    /// missing. A series with more labels next to the exact one is not.
+    #[test]
+    fn remote_read_answers_with_external_labels_are_an_error() {
+        let a = labels();
+        let lp = |n: &str, v: &str| proto::LabelPair {
+            name: n.into(),
+            value: v.into(),
+        };
+        let ts = |extra: &[(&str, &str)]| proto::TimeSeries {
+            labels: a
+                .pairs()
+                .iter()
+                .map(|(k, v)| lp(k, v))
+                .chain(extra.iter().map(|(k, v)| lp(k, v)))
+                .collect(),
+            samples: vec![proto::Sample {
+                value: 1.0,
+                timestamp: 12,
+            }],
+        };
+        let body = |series: Vec<proto::TimeSeries>| {
+            let resp = proto::ReadResponse {
+                results: vec![proto::QueryResult { timeseries: series }],
+            };
+            snap::raw::Encoder::new()
+                .compress_vec(&resp.encode_to_vec())
+                .unwrap()
+        };
+        let e = decode_read_response_batch(
+            &body(vec![ts(&[("cluster", "eu"), ("replica", "1")])]),
+            &[&a],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(r#"cluster="eu", replica="1""#) && e.contains("--read-api query"),
+            "{e}"
+        );
+        let ok =
+            decode_read_response_batch(&body(vec![ts(&[]), ts(&[("b", "2")])]), &[&a]).unwrap();
+        assert_eq!(ok, vec![vec![(12, 1.0)]]);
+        let empty = decode_read_response_batch(&body(vec![]), &[&a]).unwrap();
+        assert_eq!(empty, vec![Vec::<(i64, f64)>::new()]);
     }
 
     /// A request with a query per series: result i answers query i, a
