@@ -187,6 +187,10 @@ pub struct Group {
     /// first and last timestamps, sorted, at which the checker keeps the
     /// checksums of what it finds (see [`judge_overlap_by_edges`]).
     edge_ts: Vec<i64>,
+    /// Units by first timestamp, for finding those whose range holds an
+    /// entry without trying each (a long stream pushed twice makes one
+    /// group of thousands).
+    by_first: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -268,6 +272,8 @@ impl Group {
         } else {
             Vec::new()
         };
+        let mut by_first: Vec<usize> = (0..units.len()).collect();
+        by_first.sort_by_key(|&u| units[u].first_ts);
         Group {
             first_ts,
             last_ts,
@@ -276,6 +282,7 @@ impl Group {
             grid,
             repeat_ranges,
             edge_ts,
+            by_first,
         }
     }
 
@@ -417,6 +424,11 @@ struct GroupAcc {
     /// The checksums of the entries found at each of the group's
     /// `edge_ts`.
     at_edge: Vec<Vec<u64>>,
+    /// Units whose range has begun (`by_first[..next_unit]`) and not
+    /// ended, as of `last_seen`, the latest entry fed in time order.
+    active: Vec<usize>,
+    next_unit: usize,
+    last_seen: Option<i64>,
 }
 
 /// Accumulates what a store returned for one series.
@@ -554,12 +566,37 @@ impl SeriesChecker {
         }
         if !acc.per_unit.is_empty() {
             let mut covered = false;
-            for (u, pu) in group.units.iter().zip(acc.per_unit.iter_mut()) {
-                if u.first_ts <= ts && ts <= u.last_ts {
-                    pu.0.add(hash);
-                    pu.1 = pu.1.wrapping_add(hash12);
-                    add_value(&mut pu.2, &e);
-                    covered = true;
+            let mut count = |pu: &mut (Digest, u64, Option<ValueSums>)| {
+                pu.0.add(hash);
+                pu.1 = pu.1.wrapping_add(hash12);
+                add_value(&mut pu.2, &e);
+                covered = true;
+            };
+            let in_order = match acc.last_seen {
+                Some(last) => ts >= last,
+                None => true,
+            };
+            if in_order {
+                // Ranges that began by now join; ended ones leave for good.
+                acc.last_seen = Some(ts);
+                while let Some(&u) = group.by_first.get(acc.next_unit) {
+                    if group.units[u].first_ts > ts {
+                        break;
+                    }
+                    acc.active.push(u);
+                    acc.next_unit += 1;
+                }
+                acc.active.retain(|&u| group.units[u].last_ts >= ts);
+                for &u in &acc.active {
+                    count(&mut acc.per_unit[u]);
+                }
+            } else {
+                // Readers feed entries in time order; should one not, every
+                // unit is tried, as the active set only moves forward.
+                for (u, pu) in group.units.iter().zip(acc.per_unit.iter_mut()) {
+                    if u.first_ts <= ts && ts <= u.last_ts {
+                        count(pu);
+                    }
                 }
             }
             if !covered {
@@ -1284,8 +1321,21 @@ mod tests {
     }
 
     fn check_logs(frags: &[Fragment], stored: &[(i64, String)]) -> SeriesResult {
+        check_logs_fed(frags, stored, false)
+    }
+
+    /// `reversed`: fed latest first, against the readers' contract of time
+    /// order; the verdict must not depend on it.
+    fn check_logs_fed(
+        frags: &[Fragment],
+        stored: &[(i64, String)],
+        reversed: bool,
+    ) -> SeriesResult {
         let mut stored = stored.to_vec();
         stored.sort_by_key(|e| e.0);
+        if reversed {
+            stored.reverse();
+        }
         let mut c = SeriesChecker::new(Arc::new(SeriesPlan::new(labels(), frags)));
         for (t, l) in &stored {
             c.observe(Seen::log(*t, l.as_bytes()));
@@ -1321,11 +1371,15 @@ mod tests {
             );
             assert_eq!(kinds(&r), vec![(Kind::Note, false)]);
 
+            let r = check_logs_fed(&frags, &input, true);
+            assert_eq!(kinds(&r), vec![(Kind::Note, false)], "fed in reverse");
             for k in 0..input.len() {
                 let mut lost = input.clone();
                 lost.remove(k);
                 let r = check_logs(&frags, &lost);
                 assert!(r.has_discrepancy(), "entry {k} lost, shuffled {shuffled}");
+                let r = check_logs_fed(&frags, &lost, true);
+                assert!(r.has_discrepancy(), "entry {k} lost, fed in reverse");
 
                 let mut changed = input.clone();
                 changed[k].1.push('!');
