@@ -461,19 +461,22 @@ pub fn decode_read_response_batch(
     for (result, want) in resp.results.into_iter().zip(labels) {
         let mut samples = Vec::new();
         for ts in result.timeseries {
-            let extra: Vec<(String, String)> = ts
-                .labels
-                .iter()
-                .filter(|l| want.get(&l.name) != Some(l.value.as_str()))
-                .map(|l| (l.name.clone(), l.value.clone()))
-                .collect();
-            extra_everywhere = Some(match extra_everywhere.take() {
-                None => extra.clone(),
-                Some(mut common) => {
-                    common.retain(|p| extra.contains(p));
-                    common
-                }
-            });
+            // Only needed while no series has matched exactly.
+            if !any_exact {
+                let extra: Vec<(String, String)> = ts
+                    .labels
+                    .iter()
+                    .filter(|l| want.get(&l.name) != Some(l.value.as_str()))
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect();
+                extra_everywhere = Some(match extra_everywhere.take() {
+                    None => extra,
+                    Some(mut common) => {
+                        common.retain(|p| extra.contains(p));
+                        common
+                    }
+                });
+            }
             let mut pairs: Vec<(&str, &str)> = ts
                 .labels
                 .iter()

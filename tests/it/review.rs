@@ -245,6 +245,49 @@ fn victoriametrics_mixed_magnitudes_verify_clean_and_a_changed_value_does_not() 
     assert_eq!(failing, vec![("altered".to_string(), true)], "{r:#}");
 }
 
+/// Log entries `(ms offset from a minute ago, line)` of one stream.
+fn log_input(app: &str, entries: impl Iterator<Item = (i64, String)>) -> String {
+    let t = looker::timefmt::now_ns() - 60_000_000_000;
+    let labels = format!(r#"{{"app":"{app}"}}"#);
+    entries
+        .map(|(off, line)| log_rec(&labels, t + off * 1_000_000, &line))
+        .collect()
+}
+
+/// Pushes `input` into a fresh Loki test server once per fragment size,
+/// all into one manifest, then verifies it: (entries Loki holds, verify's
+/// exit code, verify's stderr and report for failure messages).
+fn push_per_size_then_verify(input: &str, sizes: &[&str]) -> (usize, i32, String) {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    for size in sizes {
+        let o = push(
+            &[
+                "--loki",
+                &loki.url(),
+                "--manifest",
+                s(&man),
+                "--fragment-size",
+                size,
+                "-q",
+            ],
+            input.as_bytes(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    let why = format!("{}\n{:#}", stderr(&o), report(&rep));
+    (loki.entry_count(), code(&o), why)
+}
+
 /// The same input pushed twice (a restarted job, a re-run after a timeout)
 /// lands once in Loki, which deduplicates identical entries. The two runs
 /// cut different fragments (fragment size, linger), so their fragments
@@ -252,39 +295,10 @@ fn victoriametrics_mixed_magnitudes_verify_clean_and_a_changed_value_does_not() 
 /// expected count.
 #[test]
 fn loki_same_input_pushed_twice_with_different_fragments_is_not_a_loss() {
-    let loki = LokiServer::start(LokiConfig::default());
-    let dir = tempfile::tempdir().unwrap();
-    let t = looker::timefmt::now_ns() - 60_000_000_000;
-    let mut input = String::new();
-    for i in 0..12 {
-        input += &log_rec(r#"{"app":"rerun"}"#, t + i * 1_000_000, &format!("seq {i}"));
-    }
-    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    for size in ["3", "4"] {
-        let o = push(
-            &[
-                "--loki",
-                &loki.url(),
-                "--manifest",
-                s(&man),
-                "--fragment-size",
-                size,
-                "-q",
-            ],
-            input.as_bytes(),
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
-    assert_eq!(loki.entry_count(), 12);
-    let o = verify(&[
-        "--manifest",
-        s(&man),
-        "--loki",
-        &loki.url(),
-        "--report",
-        s(&rep),
-    ]);
-    assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+    let input = log_input("rerun", (0..12).map(|i| (i, format!("seq {i}"))));
+    let (stored, code, why) = push_per_size_then_verify(&input, &["3", "4"]);
+    assert_eq!(stored, 12);
+    assert_eq!(code, 0, "{why}");
 }
 
 /// The same re-push where entries share timestamps (log shippers stamp
@@ -292,43 +306,10 @@ fn loki_same_input_pushed_twice_with_different_fragments_is_not_a_loss() {
 /// different places, and Loki keeps each (timestamp, line) once.
 #[test]
 fn loki_same_input_pushed_twice_cutting_equal_timestamps_differently_is_not_a_loss() {
-    let loki = LokiServer::start(LokiConfig::default());
-    let dir = tempfile::tempdir().unwrap();
-    let t = looker::timefmt::now_ns() - 60_000_000_000;
-    let mut input = String::new();
-    for i in 0..24 {
-        input += &log_rec(
-            r#"{"app":"burst"}"#,
-            t + (i / 5) * 1_000_000,
-            &format!("seq {i}"),
-        );
-    }
-    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    for size in ["3", "4", "7"] {
-        let o = push(
-            &[
-                "--loki",
-                &loki.url(),
-                "--manifest",
-                s(&man),
-                "--fragment-size",
-                size,
-                "-q",
-            ],
-            input.as_bytes(),
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
-    assert_eq!(loki.entry_count(), 24);
-    let o = verify(&[
-        "--manifest",
-        s(&man),
-        "--loki",
-        &loki.url(),
-        "--report",
-        s(&rep),
-    ]);
-    assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+    let input = log_input("burst", (0..24).map(|i| (i / 5, format!("seq {i}"))));
+    let (stored, code, why) = push_per_size_then_verify(&input, &["3", "4", "7"]);
+    assert_eq!(stored, 24);
+    assert_eq!(code, 0, "{why}");
 }
 
 /// Log input out of time order inside one fragment (merged shipper
@@ -339,11 +320,8 @@ fn loki_same_input_pushed_twice_cutting_equal_timestamps_differently_is_not_a_lo
 fn out_of_order_log_entries_in_one_fragment_verify_clean() {
     let loki = LokiServer::start(LokiConfig::default());
     let dir = tempfile::tempdir().unwrap();
-    let t = looker::timefmt::now_ns() - 60_000_000_000;
-    let mut input = String::new();
-    for (i, off) in [0, 4, 2, 3, 1].iter().enumerate() {
-        input += &log_rec(r#"{"app":"ooo"}"#, t + off * 1_000_000, &format!("seq {i}"));
-    }
+    let offsets = [0, 4, 2, 3, 1].into_iter().enumerate();
+    let input = log_input("ooo", offsets.map(|(i, off)| (off, format!("seq {i}"))));
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
     let sink = dir.path().join("sink.ndjson");
     for target in [["--loki", &loki.url()], ["--file", s(&sink)]] {
@@ -387,38 +365,9 @@ fn out_of_order_log_entries_in_one_fragment_verify_clean() {
 /// count once and a re-push is clean.
 #[test]
 fn loki_same_input_pushed_twice_with_same_fragments_is_clean() {
-    let loki = LokiServer::start(LokiConfig::default());
-    let dir = tempfile::tempdir().unwrap();
-    let t = looker::timefmt::now_ns() - 60_000_000_000;
-    let mut input = String::new();
-    for i in 0..12 {
-        input += &log_rec(r#"{"app":"rerun"}"#, t + i * 1_000_000, &format!("seq {i}"));
-    }
-    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    for _ in 0..2 {
-        let o = push(
-            &[
-                "--loki",
-                &loki.url(),
-                "--manifest",
-                s(&man),
-                "--fragment-size",
-                "4",
-                "-q",
-            ],
-            input.as_bytes(),
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
-    let o = verify(&[
-        "--manifest",
-        s(&man),
-        "--loki",
-        &loki.url(),
-        "--report",
-        s(&rep),
-    ]);
-    assert_eq!(code(&o), 0, "{}\n{:#}", stderr(&o), report(&rep));
+    let input = log_input("rerun", (0..12).map(|i| (i, format!("seq {i}"))));
+    let (_, code, why) = push_per_size_then_verify(&input, &["4", "4"]);
+    assert_eq!(code, 0, "{why}");
 }
 
 /// A manifest that cannot be written (here the header write fails with
