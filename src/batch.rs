@@ -231,6 +231,10 @@ impl Fragment {
             first_ts: if self.ts.is_empty() { 0 } else { self.min_ts },
             last_ts: if self.ts.is_empty() { 0 } else { self.max_ts },
             edges: self.edges.clone(),
+            samples: (mode == Mode::Metrics
+                && self.ts.len() <= crate::manifest::INLINE_SAMPLES
+                && self.samples().all(|(_, v)| v.is_finite()))
+            .then(|| self.samples().collect()),
             step: if self.steady && self.ts.len() > 1 {
                 self.step
             } else {

@@ -1,14 +1,23 @@
 //! The manifest: an NDJSON record of exactly what a store acknowledged.
 //!
-//! One header line per run, then fragment lines, then a trailer. Before a
-//! message is sent, each of its fragments is written with status `pending`
-//! (write-ahead); once the store answers, the same fragment is written again
-//! with its outcome. The last line of a fragment wins, and a fragment left
-//! `pending` (the pusher crashed or was killed) reads as `unknown`. So a
-//! manifest cut short at any point still never claims data that was not
-//! acknowledged, nor hides data that may have reached the store.
-//! Manifests of several runs (or machines) merge by concatenation: every
-//! fragment is keyed by its run id and sequence number.
+//! One header line per run, then series, fragment and outcome lines, then a
+//! trailer. Before a message is sent, each of its fragments is written with
+//! status `pending` (write-ahead); once the store answers, one `outcome`
+//! line gives the status of all of them. The last word on a fragment wins,
+//! and a fragment left `pending` (the pusher crashed or was killed) reads as
+//! `unknown`. So a manifest cut short at any point still never claims data
+//! that was not acknowledged, nor hides data that may have reached the
+//! store. Manifests of several runs (or machines) merge by concatenation:
+//! every fragment is keyed by its run id and sequence number.
+//!
+//! Paced runs send fragments of one or two entries, so lines are kept
+//! short (format version 2): a series' labels are written once, in a
+//! `series` line, and fragments refer to it by number; a single outcome
+//! line covers a message; fields that repeat another (`checksum12` equal
+//! to `checksum`, `last_ts` equal to `first_ts`, the edges of a one-entry
+//! fragment) are left out; and a metric fragment of up to
+//! `INLINE_SAMPLES` samples lists them instead of their sums. Version 1
+//! manifests (a full line per outcome, labels on every line) still load.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -22,7 +31,15 @@ use crate::checksum::{Digest, ValueSums};
 use crate::labels::LabelSet;
 use crate::record::Mode;
 
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// Metric fragments of at most this many finite samples carry the samples
+/// themselves (exact, and shorter than their `values` sums).
+pub const INLINE_SAMPLES: usize = 4;
+
+/// Series numbers the writer remembers before starting afresh (a series
+/// seen again then gets a new number and its labels are written again).
+const SERIES_REMEMBERED: usize = 1 << 20;
 
 /// What happened to a fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
@@ -73,6 +90,9 @@ pub struct FragmentMeta {
     pub bytes: u64,
     /// Logs: the entries at `first_ts` and at `last_ts`.
     pub edges: Option<Edges>,
+    /// Metrics: the samples themselves, when there are at most
+    /// `INLINE_SAMPLES` and all are finite.
+    pub samples: Option<Vec<(i64, f64)>>,
 }
 
 /// Hashes of a log fragment's entries at its first and at its last
@@ -154,12 +174,19 @@ pub struct FragmentLine {
     pub run: String,
     pub id: u64,
     pub status: Status,
-    pub labels: LabelSet,
+    /// Version 1: the labels on every line. Version 2: `sid` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelSet>,
+    /// The run's `series` line with this number holds the labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<u64>,
     pub count: u64,
     /// In the run's timestamp unit (ns for logs, ms for metrics), as a
     /// string so JSON readers that use doubles keep every digit.
     pub first_ts: String,
-    pub last_ts: String,
+    /// Left out when equal to `first_ts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ts: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     pub checksum: String,
@@ -176,13 +203,45 @@ pub struct FragmentLine {
     /// that keep values only to a decimal precision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<ValuesLine>,
+    /// Metrics, small fragments: `[ts, value]` pairs, both as strings
+    /// (exact in any JSON reader), in place of `values`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<[String; 2]>>,
     /// Logs: checksums of the entries at `first_ts` and at `last_ts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub edges: Option<EdgesLine>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
     /// An attempt may have reached the store before the one that succeeded,
     /// so a store that keeps duplicates may hold this fragment twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub maybe_duplicated: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A series' labels, written once per run before its first fragment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeriesLine {
+    pub kind: String,
+    pub run: String,
+    pub sid: u64,
+    pub labels: LabelSet,
+}
+
+/// The store's answer to one message: the status of each fragment listed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutcomeLine {
+    pub kind: String,
+    pub run: String,
+    pub ids: Vec<u64>,
+    pub status: Status,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub maybe_duplicated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -299,6 +358,39 @@ struct WriterState {
     fragments: Totals,
     entries: Totals,
     duplicates_skipped: u64,
+    /// Series numbers given so far, by a 128-bit hash of the labels: the
+    /// writer cannot trust callers to hand it one `SeriesKey` per series.
+    sids: HashMap<u128, u64>,
+    next_sid: u64,
+    /// SERIES_REMEMBERED, lowered by tests.
+    sids_cap: usize,
+}
+
+impl WriterState {
+    /// The number of `series`, appending its `series` line to the buffer
+    /// when it has none yet.
+    fn series_number(&mut self, series: &SeriesKey) -> Result<u64, serde_json::Error> {
+        let key = xxhash_rust::xxh3::xxh3_128(series.labels_json.as_bytes());
+        if let Some(&sid) = self.sids.get(&key) {
+            return Ok(sid);
+        }
+        if self.sids.len() >= self.sids_cap {
+            // Bounded memory over long runs with series churn.
+            self.sids.clear();
+        }
+        let sid = self.next_sid;
+        self.next_sid += 1;
+        self.sids.insert(key, sid);
+        let line = SeriesLine {
+            kind: "series".into(),
+            run: self.run.clone(),
+            sid,
+            labels: series.labels.clone(),
+        };
+        serde_json::to_writer(&mut self.buf, &line)?;
+        self.buf.push(b'\n');
+        Ok(sid)
+    }
 }
 
 impl ManifestWriter {
@@ -321,6 +413,9 @@ impl ManifestWriter {
                 fragments: Totals::default(),
                 entries: Totals::default(),
                 duplicates_skipped: 0,
+                sids: HashMap::new(),
+                next_sid: 0,
+                sids_cap: SERIES_REMEMBERED,
             }),
             path: path.to_path_buf(),
         };
@@ -350,7 +445,8 @@ impl ManifestWriter {
         }
     }
 
-    /// Writes one line per fragment with the given status, in one write.
+    /// Writes one line per fragment with the given status, in one write
+    /// (after a `series` line for each series not yet numbered).
     pub fn record(
         &self,
         fragments: &[FragmentMeta],
@@ -362,23 +458,44 @@ impl ManifestWriter {
         let mut st = self.lock();
         st.buf.clear();
         for f in fragments {
+            let sid = st
+                .series_number(&f.series)
+                .map_err(|e| self.io_err(e.into()))?;
+            let hex = |v: u64| format!("{v:016x}");
             let line = FragmentLine {
                 kind: "fragment".into(),
                 run: st.run.clone(),
                 id: f.id,
                 status,
-                labels: f.series.labels.clone(),
+                labels: None,
+                sid: Some(sid),
                 count: f.digest.count,
                 first_ts: f.first_ts.to_string(),
-                last_ts: f.last_ts.to_string(),
+                last_ts: (f.last_ts != f.first_ts).then(|| f.last_ts.to_string()),
                 step: f.step.map(|s| s.to_string()),
                 checksum: f.digest.hex(),
-                checksum12: f.digest12.map(|s| format!("{s:016x}")),
+                checksum12: f.digest12.filter(|&c| c != f.digest.sum).map(hex),
                 nan: f.nan.map(|n| n.count),
-                checksum_without_nan: f.nan.map(|n| format!("{:016x}", n.checksum)),
-                checksum12_without_nan: f.nan.map(|n| format!("{:016x}", n.checksum12)),
-                values: f.values.as_ref().map(ValuesLine::new),
-                edges: f.edges.as_ref().map(EdgesLine::new),
+                checksum_without_nan: f.nan.map(|n| hex(n.checksum)),
+                checksum12_without_nan: f
+                    .nan
+                    .filter(|n| n.checksum12 != n.checksum)
+                    .map(|n| hex(n.checksum12)),
+                values: match &f.samples {
+                    Some(_) => None,
+                    None => f.values.as_ref().map(ValuesLine::new),
+                },
+                samples: f.samples.as_ref().map(|v| {
+                    v.iter()
+                        .map(|&(t, x)| [t.to_string(), ryu::Buffer::new().format(x).to_string()])
+                        .collect()
+                }),
+                // A one-entry fragment's edges are its checksum.
+                edges: f
+                    .edges
+                    .as_ref()
+                    .filter(|_| f.digest.count != 1)
+                    .map(EdgesLine::new),
                 attempts,
                 maybe_duplicated,
                 reason: reason.map(str::to_string),
@@ -389,6 +506,40 @@ impl ManifestWriter {
                 st.fragments.add(status, 1);
                 st.entries.add(status, f.digest.count);
             }
+        }
+        let WriterState { file, buf, .. } = &mut *st;
+        file.write_all(buf).map_err(|e| self.io_err(e))
+    }
+
+    /// Writes the outcome of fragments already written `pending`: one
+    /// line for all of them.
+    pub fn record_outcome(
+        &self,
+        fragments: &[FragmentMeta],
+        status: Status,
+        attempts: u32,
+        maybe_duplicated: bool,
+        reason: Option<&str>,
+    ) -> Result<(), ManifestError> {
+        if fragments.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.lock();
+        let line = OutcomeLine {
+            kind: "outcome".into(),
+            run: st.run.clone(),
+            ids: fragments.iter().map(|f| f.id).collect(),
+            status,
+            attempts,
+            maybe_duplicated,
+            reason: reason.map(str::to_string),
+        };
+        st.buf.clear();
+        serde_json::to_writer(&mut st.buf, &line).map_err(|e| self.io_err(e.into()))?;
+        st.buf.push(b'\n');
+        for f in fragments {
+            st.fragments.add(status, 1);
+            st.entries.add(status, f.digest.count);
         }
         let WriterState { file, buf, .. } = &mut *st;
         file.write_all(buf).map_err(|e| self.io_err(e))
@@ -500,6 +651,38 @@ struct AnyLine {
     kind: String,
 }
 
+fn intern_run(run_ids: &mut HashMap<String, Arc<str>>, run: &str) -> Arc<str> {
+    if let Some(r) = run_ids.get(run) {
+        return r.clone();
+    }
+    let r: Arc<str> = Arc::from(run);
+    run_ids.insert(run.to_string(), r.clone());
+    r
+}
+
+/// The sums of a fragment's inline samples, once they are shown to be
+/// the fragment's entries (their checksum is the fragment's).
+fn inline_sums(samples: &[[String; 2]], count: u64, checksum: u64) -> Result<ValueSums, String> {
+    let mut parsed = Vec::with_capacity(samples.len());
+    let mut digest = Digest::default();
+    for [t, v] in samples {
+        let t = parse_ts_field(t)?;
+        let v: f64 = v
+            .parse()
+            .map_err(|_| format!("invalid sample value {v:?}"))?;
+        digest.add(crate::checksum::metric_sample(t, v));
+        parsed.push((t, v));
+    }
+    if digest.count != count || digest.sum != checksum {
+        return Err("\"samples\" do not match the fragment's count and checksum".into());
+    }
+    // As from a `values` line, which does not record `abs`.
+    Ok(ValueSums {
+        abs: 0.0,
+        ..ValueSums::of(parsed.into_iter())
+    })
+}
+
 fn parse_ts_field(s: &str) -> Result<i64, String> {
     s.parse::<i64>()
         .map_err(|_| format!("invalid timestamp {s:?}"))
@@ -517,6 +700,9 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
     let mut series_list: Vec<LabelSet> = Vec::new();
     let mut runs: HashMap<String, bool> = HashMap::new();
     let mut run_ids: HashMap<String, Arc<str>> = HashMap::new();
+    let mut versions: HashMap<String, u32> = HashMap::new();
+    // (run, series number) -> series, from `series` lines (version 2).
+    let mut by_sid: HashMap<(Arc<str>, u64), u32> = HashMap::new();
     for path in paths {
         let file = File::open(path).map_err(|source| ManifestError::Io {
             path: path.clone(),
@@ -556,6 +742,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         _ => {}
                     }
                     runs.entry(h.run.clone()).or_insert(false);
+                    versions.insert(h.run.clone(), h.version);
                     saw_header = true;
                     out.headers.push(h);
                 }
@@ -564,24 +751,43 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
                     runs.insert(t.run, true);
                 }
+                "series" => {
+                    if !saw_header {
+                        return Err(ManifestError::NoHeader { path: path.clone() });
+                    }
+                    let l: SeriesLine =
+                        serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                    let run = intern_run(&mut run_ids, &l.run);
+                    let next = series_list.len() as u32;
+                    let idx = *series_ids.entry(l.labels).or_insert_with_key(|l| {
+                        series_list.push(l.clone());
+                        next
+                    });
+                    by_sid.insert((run, l.sid), idx);
+                }
                 "fragment" => {
                     if !saw_header {
                         return Err(ManifestError::NoHeader { path: path.clone() });
                     }
                     let f: FragmentLine =
                         serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
-                    let run = run_ids
-                        .entry(f.run.clone())
-                        .or_insert_with(|| Arc::from(f.run.as_str()))
-                        .clone();
-                    let checksum = Digest::parse_hex(&f.checksum)
-                        .ok_or_else(|| perr(format!("invalid checksum {:?}", f.checksum)))?;
-                    let checksum12 = match &f.checksum12 {
-                        Some(c) => Some(
-                            Digest::parse_hex(c)
-                                .ok_or_else(|| perr(format!("invalid checksum12 {c:?}")))?,
-                        ),
-                        None => None,
+                    let run = intern_run(&mut run_ids, &f.run);
+                    let v2 = versions.get(&f.run).is_some_and(|&v| v >= 2);
+                    let metrics = out.mode == Some(Mode::Metrics);
+                    let idx = match (f.labels, f.sid) {
+                        (Some(labels), _) => {
+                            let next = series_list.len() as u32;
+                            *series_ids.entry(labels).or_insert_with_key(|l| {
+                                series_list.push(l.clone());
+                                next
+                            })
+                        }
+                        (None, Some(sid)) => {
+                            *by_sid.get(&(run.clone(), sid)).ok_or_else(|| {
+                                perr(format!("series {sid} of run {} is not defined by an earlier \"series\" line", f.run))
+                            })?
+                        }
+                        (None, None) => return Err(perr("fragment without \"labels\" or \"sid\"".into())),
                     };
                     let hex =
                         |c: &Option<String>, what: &str| -> Result<Option<u64>, ManifestError> {
@@ -592,6 +798,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                                 None => Ok(None),
                             }
                         };
+                    let checksum = Digest::parse_hex(&f.checksum)
+                        .ok_or_else(|| perr(format!("invalid checksum {:?}", f.checksum)))?;
+                    // Version 2 leaves out a checksum12 equal to the checksum.
+                    let checksum12 = match hex(&f.checksum12, "checksum12")? {
+                        None if v2 && metrics => Some(checksum),
+                        c => c,
+                    };
                     let nan = match (
                         f.nan,
                         hex(&f.checksum_without_nan, "checksum_without_nan")?,
@@ -604,18 +817,49 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                                 checksum12,
                             })
                         }
+                        (Some(count), Some(checksum), None) if count > 0 && v2 => Some(NanInfo {
+                            count,
+                            checksum,
+                            checksum12: checksum,
+                        }),
                         (Some(count), _, _) if count > 0 => {
                             return Err(perr("\"nan\" without its checksums".into()))
                         }
                         _ => None,
+                    };
+                    let first_ts = parse_ts_field(&f.first_ts).map_err(perr)?;
+                    let last_ts = match &f.last_ts {
+                        Some(t) => parse_ts_field(t).map_err(perr)?,
+                        None => first_ts,
+                    };
+                    let values = match (&f.samples, &f.values) {
+                        (Some(samples), _) => Some(Box::new(
+                            inline_sums(samples, f.count, checksum).map_err(perr)?,
+                        )),
+                        (None, Some(v)) => Some(Box::new(v.sums(f.count).ok_or_else(|| {
+                            perr(format!("invalid \"values\" {:?} {:?}", v.ts, v.sum))
+                        })?)),
+                        (None, None) => None,
+                    };
+                    let edges = match &f.edges {
+                        Some(e) => Some(Box::new(e.edges().ok_or_else(|| {
+                            perr(format!("invalid \"edges\" {:?} {:?}", e.first, e.last))
+                        })?)),
+                        // Version 2 leaves out the edges of a one-entry
+                        // log fragment: that entry, whose hash is the checksum.
+                        None if v2 && !metrics && f.count == 1 => Some(Box::new(Edges {
+                            first: vec![checksum],
+                            last: vec![checksum],
+                        })),
+                        None => None,
                     };
                     let frag = Fragment {
                         run: run.clone(),
                         id: f.id,
                         status: f.status,
                         count: f.count,
-                        first_ts: parse_ts_field(&f.first_ts).map_err(perr)?,
-                        last_ts: parse_ts_field(&f.last_ts).map_err(perr)?,
+                        first_ts,
+                        last_ts,
                         step: match &f.step {
                             Some(s) => Some(parse_ts_field(s).map_err(perr)?),
                             None => None,
@@ -623,27 +867,28 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         checksum,
                         checksum12,
                         nan,
-                        values: match &f.values {
-                            Some(v) => Some(Box::new(v.sums(f.count).ok_or_else(|| {
-                                perr(format!("invalid \"values\" {:?} {:?}", v.ts, v.sum))
-                            })?)),
-                            None => None,
-                        },
-                        edges: match &f.edges {
-                            Some(e) => Some(Box::new(e.edges().ok_or_else(|| {
-                                perr(format!("invalid \"edges\" {:?} {:?}", e.first, e.last))
-                            })?)),
-                            None => None,
-                        },
+                        values,
+                        edges,
                         maybe_duplicated: f.maybe_duplicated,
                         reason: f.reason,
                     };
-                    let next = series_list.len() as u32;
-                    let sid = *series_ids.entry(f.labels).or_insert_with_key(|l| {
-                        series_list.push(l.clone());
-                        next
-                    });
-                    frags.insert((run, f.id), (sid, frag));
+                    frags.insert((run, f.id), (idx, frag));
+                }
+                "outcome" => {
+                    let o: OutcomeLine =
+                        serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                    let run = intern_run(&mut run_ids, &o.run);
+                    for id in o.ids {
+                        let Some((_, frag)) = frags.get_mut(&(run.clone(), id)) else {
+                            return Err(perr(format!(
+                                "outcome for fragment {id} of run {}, which no earlier line describes",
+                                o.run
+                            )));
+                        };
+                        frag.status = o.status;
+                        frag.maybe_duplicated = o.maybe_duplicated;
+                        frag.reason.clone_from(&o.reason);
+                    }
                 }
                 other => return Err(perr(format!("unknown line kind {other:?}"))),
             }
@@ -712,6 +957,7 @@ mod tests {
             digest12: None,
             nan: None,
             edges: None,
+            samples: None,
             values: None,
             first_ts: first,
             last_ts: first + n as i64 - 1,
@@ -789,6 +1035,257 @@ mod tests {
             (g.count, g.checksum, g.checksum12, g.step),
             (3, 0xabc, Some(0xdef), None)
         );
+    }
+
+    fn metric_header(run: &str) -> Header {
+        Header {
+            mode: Mode::Metrics,
+            ..header(run)
+        }
+    }
+
+    /// A metric fragment as the pusher's batcher makes it.
+    fn metric_meta(id: u64, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> FragmentMeta {
+        let labels = LabelSet::new(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        let series = Arc::new(crate::batch::Series {
+            key: Arc::new(SeriesKey::new(labels)),
+            selector: String::new(),
+            lane: 0,
+        });
+        let mut b = crate::batch::Batcher::new(
+            Mode::Metrics,
+            crate::batch::BatchLimits {
+                fragment_size: 1 << 20,
+                fragments_per_message: 1 << 20,
+                max_message_bytes: 1 << 30,
+                linger: std::time::Duration::from_secs(3600),
+            },
+            1,
+        );
+        let mut out = Vec::new();
+        for &(t, v) in samples {
+            b.push_value(
+                &series,
+                0,
+                t,
+                v,
+                crate::checksum::metric_sample(t, v),
+                &mut out,
+            );
+        }
+        b.flush(&mut out);
+        let mut m = out.remove(0).metas.remove(0);
+        m.id = id;
+        m
+    }
+
+    #[test]
+    fn version_2_lines_are_short_and_read_back_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
+        let a = [("__name__", "up"), ("job", "a")];
+        let small = metric_meta(1, &a, &[(1000, 1.5), (2000, 1e300)]);
+        let big: Vec<(i64, f64)> = (0..10).map(|i| (3000 + i * 10, i as f64 * 0.1)).collect();
+        let big = metric_meta(2, &a, &big);
+        let one = metric_meta(3, &[("__name__", "up"), ("job", "b")], &[(500, 7.0)]);
+        let nan = metric_meta(4, &[("__name__", "up"), ("job", "c")], &[(1, f64::NAN)]);
+        let all = [small.clone(), big.clone(), one.clone(), nan.clone()];
+        assert!(small.samples.is_some() && one.samples.is_some());
+        assert!(big.samples.is_none() && nan.samples.is_none());
+        w.record(&all, Status::Pending, 0, false, None).unwrap();
+        w.record_outcome(&all[..3], Status::Ok, 2, true, None)
+            .unwrap();
+        w.record_outcome(&all[3..], Status::Rejected, 1, false, Some("HTTP 400: no"))
+            .unwrap();
+        w.finish(0, false, None).unwrap();
+        drop(w);
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kinds: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+            .collect();
+        let count = |k: &str| kinds.iter().filter(|x| *x == &format!("{k:?}")).count();
+        assert_eq!(
+            (count("series"), count("fragment"), count("outcome")),
+            (3, 4, 2),
+            "{text}"
+        );
+        let frag_lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"fragment\""))
+            .collect();
+        assert!(frag_lines.iter().all(|l| !l.contains("labels")), "{text}");
+        assert!(
+            !frag_lines[2].contains("last_ts") && !frag_lines[2].contains("checksum12"),
+            "{}",
+            frag_lines[2]
+        );
+
+        let loaded = load(&[path]).unwrap();
+        assert!(loaded.unfinished_runs.is_empty());
+        let find = |id: u64| {
+            loaded
+                .series
+                .values()
+                .flatten()
+                .find(|f| f.id == id)
+                .unwrap()
+                .clone()
+        };
+        for m in &all {
+            let f = find(m.id);
+            assert_eq!(
+                (
+                    f.count,
+                    f.first_ts,
+                    f.last_ts,
+                    f.step,
+                    f.checksum,
+                    f.checksum12,
+                    f.nan
+                ),
+                (
+                    m.digest.count,
+                    m.first_ts,
+                    m.last_ts,
+                    m.step,
+                    m.digest.sum,
+                    m.digest12,
+                    m.nan
+                ),
+                "fragment {}",
+                m.id
+            );
+            let want = m.values.map(|v| ValueSums { abs: 0.0, ..v });
+            assert_eq!(f.values.map(|v| *v), want, "fragment {}", m.id);
+        }
+        assert_eq!(find(1).status, Status::Ok);
+        assert!(find(2).maybe_duplicated);
+        assert_eq!(find(4).status, Status::Rejected);
+        assert_eq!(find(4).reason.as_deref(), Some("HTTP 400: no"));
+        assert_eq!(loaded.series.len(), 3);
+    }
+
+    #[test]
+    fn a_one_entry_log_fragment_gets_its_edges_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &header("r1")).unwrap();
+        let mut m = meta(1, 100, 1);
+        m.edges = Some(Edges {
+            first: vec![m.digest.sum],
+            last: vec![m.digest.sum],
+        });
+        w.record(&[m.clone()], Status::Ok, 1, false, None).unwrap();
+        drop(w);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("edges"));
+        let f = load(&[path]).unwrap().series.values().next().unwrap()[0].clone();
+        assert_eq!(f.edges.map(|e| *e), m.edges);
+    }
+
+    #[test]
+    fn version_1_manifests_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let frag = |status: &str, attempts: u32| {
+            format!(
+                r#"{{"kind":"fragment","run":"r0","id":7,"status":"{status}","labels":{{"__name__":"up"}},"count":2,"first_ts":"1000","last_ts":"2000","step":"1000","checksum":"00000000000000ff","values":{{"ts":"0000000000000001","scale":0.5,"sum":"12","rel":0.0,"inv":0.25,"max_abs":3.0}},"attempts":{attempts}}}"#
+            )
+        };
+        let text = [
+            r#"{"kind":"header","version":1,"run":"r0","tool":"looker-push 0.1.0","mode":"metrics","target":"null","url":"null","started":"x","hash":"xxh3-64-sum"}"#.to_string(),
+            frag("pending", 0),
+            frag("ok", 1),
+            r#"{"kind":"trailer","run":"r0","fragments":{"ok":1,"rejected":0,"failed":0,"unknown":0},"entries":{"ok":2,"rejected":0,"failed":0,"unknown":0},"skipped_lines":0,"interrupted":false,"finished":"x"}"#.to_string(),
+        ]
+        .join("\n");
+        std::fs::write(&path, text).unwrap();
+        let loaded = load(&[path]).unwrap();
+        let (labels, frags) = loaded.series.iter().next().unwrap();
+        assert_eq!(labels.to_json(), r#"{"__name__":"up"}"#);
+        let f = &frags[0];
+        assert_eq!(
+            (f.status, f.count, f.last_ts, f.checksum, f.checksum12),
+            (Status::Ok, 2, 2000, 0xff, None),
+            "version 1 has no checksum12 to stand in for"
+        );
+        assert_eq!(f.values.as_ref().map(|v| v.sum), Some(12));
+    }
+
+    #[test]
+    fn inline_samples_that_do_not_match_the_checksum_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
+        let m = metric_meta(1, &[("__name__", "up")], &[(1000, 2.0)]);
+        w.record(&[m], Status::Ok, 1, false, None).unwrap();
+        drop(w);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(r#"["1000","2.0"]"#), "{text}");
+        std::fs::write(
+            &path,
+            text.replace(r#"["1000","2.0"]"#, r#"["1000","2.5"]"#),
+        )
+        .unwrap();
+        let err = load(std::slice::from_ref(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("m.ndjson:3") && err.contains("checksum"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn outcome_and_series_references_must_follow_what_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &header("r1")).unwrap();
+        drop(w);
+        let head = std::fs::read_to_string(&path).unwrap();
+        for (bad, want) in [
+            (
+                r#"{"kind":"outcome","run":"r1","ids":[9],"status":"ok"}"#,
+                "fragment 9",
+            ),
+            (
+                r#"{"kind":"fragment","run":"r1","id":1,"status":"ok","sid":4,"count":1,"first_ts":"1","checksum":"01"}"#,
+                "series 4",
+            ),
+        ] {
+            std::fs::write(&path, format!("{head}{bad}\n")).unwrap();
+            let err = load(std::slice::from_ref(&path)).unwrap_err().to_string();
+            assert!(err.contains("m.ndjson:2") && err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn series_numbers_start_afresh_when_too_many_are_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
+        w.lock().sids_cap = 2;
+        let names = ["a", "b", "c", "a", "b", "c", "a"];
+        for (i, n) in names.iter().enumerate() {
+            let m = metric_meta(
+                i as u64,
+                &[("__name__", "up"), ("s", n)],
+                &[(i as i64, 1.0)],
+            );
+            w.record(&[m], Status::Ok, 1, false, None).unwrap();
+        }
+        drop(w);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.matches("\"series\"").count() > 3, "{text}");
+        let loaded = load(&[path]).unwrap();
+        let per: Vec<usize> = loaded.series.values().map(Vec::len).collect();
+        assert_eq!(per, [3, 2, 2], "every fragment stays with its own series");
     }
 
     #[test]

@@ -465,7 +465,7 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
                 Some(f) => format!("not sent: the push stopped: {f}"),
                 None => "not sent: interrupted".into(),
             };
-            ctx.record(&writer, &msg, Status::Failed, 0, false, Some(&why));
+            ctx.record(&writer, &msg, Status::Failed, 0, false, Some(&why), false);
             continue;
         }
         if let Some(w) = &writer {
@@ -492,6 +492,7 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
             d.attempts,
             d.maybe_duplicated,
             d.reason.as_deref(),
+            writer.is_some(),
         );
         // Given up on before the store ever acknowledged anything: a wrong
         // URL or a store that is down. Going on would only retry every
@@ -516,6 +517,9 @@ impl LaneCtx {
         self.stop.store(true, Relaxed);
     }
 
+    /// Records a message's outcome: as one `outcome` line when its
+    /// fragments are already in the manifest as `pending`, else in full.
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         writer: &Option<Arc<ManifestWriter>>,
@@ -524,10 +528,16 @@ impl LaneCtx {
         attempts: u32,
         maybe_dup: bool,
         reason: Option<&str>,
+        pending_written: bool,
     ) {
         self.stats.record_outcome(status, msg.entries, reason);
         if let Some(w) = writer {
-            if let Err(e) = w.record(&msg.metas, status, attempts, maybe_dup, reason) {
+            let r = if pending_written {
+                w.record_outcome(&msg.metas, status, attempts, maybe_dup, reason)
+            } else {
+                w.record(&msg.metas, status, attempts, maybe_dup, reason)
+            };
+            if let Err(e) = r {
                 self.fail(format!("manifest: {e}"));
             }
         }

@@ -82,6 +82,7 @@ fn write_manifest(path: &Path, mode: Mode, frags: &[Frag]) {
             digest12: (mode == Mode::Metrics).then_some(d12),
             nan: None,
             edges: None,
+            samples: None,
             values: match mode {
                 Mode::Metrics => Some(checksum::ValueSums::of(f.metrics.iter().copied())),
                 Mode::Logs => None,

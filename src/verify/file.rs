@@ -191,6 +191,7 @@ mod tests {
                 digest12: None,
                 nan: None,
                 edges: None,
+                samples: None,
                 values: None,
                 first_ts: *first,
                 last_ts: first + (*n as i64 - 1) * 10,

@@ -161,9 +161,8 @@ fn three_concurrent_shards_merge_into_exactly_the_unsharded_run() {
         assert_eq!(header["kind"], "header", "shard {i}");
         runs.insert(header["run"].as_str().expect("run id").to_string());
         shard_series.push(
-            text.lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .filter(|v| v["kind"] == "fragment")
+            manifest_fragments(man)
+                .iter()
                 .map(|v| v["labels"].to_string())
                 .collect(),
         );

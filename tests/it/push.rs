@@ -567,13 +567,13 @@ fn non_retryable_rejections_are_recorded_with_the_reason() {
     let t = trailer(&man);
     assert_eq!(t["entries"]["rejected"], 1);
     assert_eq!(t["entries"]["ok"], 3);
-    let text = std::fs::read_to_string(&man).unwrap();
-    let rejected = text
-        .lines()
-        .find(|l| l.contains("\"status\":\"rejected\""))
+    let rejected = manifest_fragments(&man)
+        .into_iter()
+        .find(|f| f["status"] == "rejected")
         .unwrap();
+    let reason = rejected["reason"].as_str().unwrap_or_default();
     assert!(
-        rejected.contains("HTTP 400") && rejected.contains("Max entry size"),
+        reason.contains("HTTP 400") && reason.contains("Max entry size"),
         "{rejected}"
     );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();

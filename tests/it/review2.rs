@@ -89,15 +89,6 @@ fn write_input(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     p
 }
 
-fn manifest_fragments(path: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .expect("manifest")
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
-        .filter(|v| v["kind"] == "fragment")
-        .collect()
-}
-
 // ---------------------------------------------------------------------
 // Status codes and retries
 // ---------------------------------------------------------------------

@@ -67,6 +67,48 @@ pub fn trailer(manifest: &Path) -> serde_json::Value {
     v
 }
 
+/// Each fragment of a manifest as its last word describes it: its
+/// fragment line with `status` (and `reason`) from a later `outcome` line,
+/// and `labels` from its run's `series` line.
+pub fn manifest_fragments(manifest: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(manifest).expect("manifest");
+    let mut series = std::collections::HashMap::new();
+    let mut frags: Vec<serde_json::Value> = Vec::new();
+    let mut at = std::collections::HashMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("manifest line");
+        let run = v["run"].as_str().unwrap_or_default().to_string();
+        match v["kind"].as_str() {
+            Some("series") => {
+                series.insert((run, v["sid"].as_u64().unwrap()), v["labels"].clone());
+            }
+            Some("fragment") => {
+                let mut f = v.clone();
+                if let Some(sid) = v["sid"].as_u64() {
+                    f["labels"] = series[&(run.clone(), sid)].clone();
+                }
+                let key = (run, v["id"].as_u64().unwrap());
+                match at.get(&key) {
+                    Some(&i) => frags[i] = f,
+                    None => {
+                        at.insert(key, frags.len());
+                        frags.push(f);
+                    }
+                }
+            }
+            Some("outcome") => {
+                for id in v["ids"].as_array().unwrap() {
+                    let f = &mut frags[at[&(run.clone(), id.as_u64().unwrap())]];
+                    f["status"] = v["status"].clone();
+                    f["reason"] = v["reason"].clone();
+                }
+            }
+            _ => {}
+        }
+    }
+    frags
+}
+
 pub fn lines_sorted(bytes: &[u8]) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8_lossy(bytes)
         .lines()
