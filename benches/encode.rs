@@ -38,11 +38,7 @@ fn series(n: usize) -> Vec<Arc<Series>> {
                 ("series".into(), format!("s{i:04}")),
             ])
             .expect("valid labels");
-            Arc::new(Series {
-                selector: labels.to_selector(),
-                key: Arc::new(SeriesKey::new(labels)),
-                lane: i % LANES,
-            })
+            Arc::new(Series::new(SeriesKey::new(labels), i % LANES))
         })
         .collect()
 }
@@ -53,7 +49,7 @@ fn batch(series: &[Arc<Series>], per: usize) -> Vec<Batch> {
         Mode::Metrics,
         BatchLimits {
             fragment_size: 500,
-            fragments_per_message: 20,
+            fragments_per_message: None,
             max_message_bytes: 1 << 20,
             linger: Duration::from_secs(3600),
         },

@@ -93,9 +93,9 @@ struct Cli {
     /// Entries per fragment (one series' run of entries).
     #[arg(long, default_value_t = 500, value_name = "N")]
     fragment_size: usize,
-    /// Fragments per push message.
-    #[arg(long, default_value_t = 20, value_name = "N")]
-    fragments_per_message: usize,
+    /// Fragments per push message [default: 20 for logs (Loki streams), 500 for metrics (remote-write series)]
+    #[arg(long, value_name = "N")]
+    fragments_per_message: Option<usize>,
     /// Upper bound of one push message (encoded, before compression).
     #[arg(long, default_value_t = 1 << 20, value_name = "BYTES")]
     max_message_bytes: usize,
@@ -224,7 +224,10 @@ fn config(cli: Cli) -> anyhow::Result<PushConfig> {
     }
     for (name, v) in [
         ("--fragment-size", cli.fragment_size),
-        ("--fragments-per-message", cli.fragments_per_message),
+        (
+            "--fragments-per-message",
+            cli.fragments_per_message.unwrap_or(1),
+        ),
         ("--max-concurrent-writes", cli.max_concurrent_writes),
         ("--max-message-bytes", cli.max_message_bytes),
         ("--max-line-bytes", cli.max_line_bytes),

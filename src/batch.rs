@@ -22,6 +22,20 @@ pub struct Series {
     /// The Loki `labels` string, computed once.
     pub selector: String,
     pub lane: usize,
+    /// The remote-write `Label` fields, encoded on first use: one read
+    /// instead of one per label string, for every fragment of a series.
+    pub remote_write_labels: std::sync::OnceLock<Box<[u8]>>,
+}
+
+impl Series {
+    pub fn new(key: SeriesKey, lane: usize) -> Series {
+        Series {
+            selector: key.labels.to_selector(),
+            key: Arc::new(key),
+            lane,
+            remote_write_labels: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// Entries of one fragment, stored without per-entry allocation.
@@ -256,10 +270,22 @@ pub struct Batch {
 }
 
 /// Limits that close fragments and messages.
+/// Fragments per message unless set: a Loki push of 20 streams; a remote
+/// write of up to 500 series, as a Prometheus server sends (with one or
+/// two samples per series in a paced run, 20 would make tiny requests
+/// whose overhead costs the pusher and the store more than the samples).
+pub fn default_fragments_per_message(mode: Mode) -> usize {
+    match mode {
+        Mode::Logs => 20,
+        Mode::Metrics => 500,
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BatchLimits {
     pub fragment_size: usize,
-    pub fragments_per_message: usize,
+    /// None: `DEFAULT_FRAGMENTS_PER_MESSAGE` for the mode.
+    pub fragments_per_message: Option<usize>,
     pub max_message_bytes: usize,
     pub linger: Duration,
 }
@@ -276,6 +302,8 @@ struct LaneBuilder {
 pub struct Batcher {
     mode: Mode,
     limits: BatchLimits,
+    /// Fragments per message, resolved for the mode.
+    per_message: usize,
     open: Vec<Option<Fragment>>,
     lanes: Vec<LaneBuilder>,
     next_id: u64,
@@ -294,6 +322,9 @@ impl Batcher {
                 Mode::Logs => 32,
                 Mode::Metrics => 24,
             },
+            per_message: limits
+                .fragments_per_message
+                .unwrap_or_else(|| default_fragments_per_message(mode)),
             limits,
             open: Vec::new(),
             lanes: (0..lanes.max(1))
@@ -413,7 +444,7 @@ impl Batcher {
         b.bytes += size;
         b.fragments.push(f);
         b.metas.push(meta);
-        if b.fragments.len() >= self.limits.fragments_per_message {
+        if b.fragments.len() >= self.per_message {
             self.seal_lane(lane, out);
         }
     }
@@ -477,17 +508,13 @@ mod tests {
 
     fn series(name: &str, lane: usize) -> Arc<Series> {
         let labels = LabelSet::new(vec![("s".into(), name.into())]).unwrap();
-        Arc::new(Series {
-            selector: labels.to_selector(),
-            key: Arc::new(SeriesKey::new(labels)),
-            lane,
-        })
+        Arc::new(Series::new(SeriesKey::new(labels), lane))
     }
 
     fn limits(fragment_size: usize, per_msg: usize) -> BatchLimits {
         BatchLimits {
             fragment_size,
-            fragments_per_message: per_msg,
+            fragments_per_message: Some(per_msg),
             max_message_bytes: 1 << 20,
             linger: Duration::from_millis(100),
         }

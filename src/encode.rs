@@ -181,14 +181,24 @@ fn loki_protobuf(buf: &mut Vec<u8>, fragments: &[Fragment]) {
 }
 
 /// `prometheus.WriteRequest` with one TimeSeries per fragment.
+/// The `labels` fields of a remote-write `TimeSeries`.
+fn remote_write_labels(labels: &crate::labels::LabelSet) -> Box<[u8]> {
+    let label_len = |n: &str, v: &str| bytes_field_len(n.len()) + bytes_field_len(v.len());
+    let mut buf = Vec::new();
+    for (n, v) in labels.pairs() {
+        len_field(&mut buf, 1, label_len(n, v));
+        bytes_field(&mut buf, 1, n.as_bytes());
+        bytes_field(&mut buf, 2, v.as_bytes());
+    }
+    buf.into_boxed_slice()
+}
+
 fn remote_write(buf: &mut Vec<u8>, fragments: &[Fragment]) {
     for f in fragments {
-        let pairs = f.series.key.labels.pairs();
-        let label_len = |n: &str, v: &str| bytes_field_len(n.len()) + bytes_field_len(v.len());
-        let labels_len: usize = pairs
-            .iter()
-            .map(|(n, v)| bytes_field_len(label_len(n, v)))
-            .sum();
+        let labels = f
+            .series
+            .remote_write_labels
+            .get_or_init(|| remote_write_labels(&f.series.key.labels));
         let sample_len = |ts: i64, v: f64| {
             (if v.to_bits() != 0 { 9 } else { 0 })
                 + if ts != 0 {
@@ -201,12 +211,8 @@ fn remote_write(buf: &mut Vec<u8>, fragments: &[Fragment]) {
             .samples()
             .map(|(ts, v)| bytes_field_len(sample_len(ts, v)))
             .sum();
-        len_field(buf, 1, labels_len + samples_len);
-        for (n, v) in pairs {
-            len_field(buf, 1, label_len(n, v));
-            bytes_field(buf, 1, n.as_bytes());
-            bytes_field(buf, 2, v.as_bytes());
-        }
+        len_field(buf, 1, labels.len() + samples_len);
+        buf.extend_from_slice(labels);
         for (ts, v) in f.samples() {
             len_field(buf, 2, sample_len(ts, v));
             if v.to_bits() != 0 {
@@ -284,16 +290,12 @@ mod tests {
             ("a".into(), "1".into()),
         ])
         .unwrap();
-        let series = Arc::new(Series {
-            selector: labels.to_selector(),
-            key: Arc::new(SeriesKey::new(labels)),
-            lane: 0,
-        });
+        let series = Arc::new(Series::new(SeriesKey::new(labels), 0));
         let mut b = Batcher::new(
             mode,
             BatchLimits {
                 fragment_size: 1000,
-                fragments_per_message: 10,
+                fragments_per_message: Some(10),
                 max_message_bytes: 1 << 20,
                 linger: Duration::from_secs(1),
             },

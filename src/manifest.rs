@@ -37,10 +37,6 @@ pub const FORMAT_VERSION: u32 = 2;
 /// themselves (exact, and shorter than their `values` sums).
 pub const INLINE_SAMPLES: usize = 4;
 
-/// Series numbers the writer remembers before starting afresh (a series
-/// seen again then gets a new number and its labels are written again).
-const SERIES_REMEMBERED: usize = 1 << 20;
-
 /// What happened to a fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +53,19 @@ pub enum Status {
     /// Given up on or abandoned after an attempt that may have reached the
     /// store (a timeout, a reset, a 5xx).
     Unknown,
+}
+
+impl Status {
+    /// The name the manifest uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Ok => "ok",
+            Status::Rejected => "rejected",
+            Status::Failed => "failed",
+            Status::Unknown => "unknown",
+        }
+    }
 }
 
 /// NaN samples of a metric fragment: how many, and the fragment's
@@ -114,6 +123,7 @@ pub struct EdgesLine {
 }
 
 impl EdgesLine {
+    #[cfg(test)]
     fn new(e: &Edges) -> EdgesLine {
         let hex = |v: &[u64]| v.iter().map(|h| format!("{h:016x}")).collect();
         EdgesLine {
@@ -133,10 +143,29 @@ impl EdgesLine {
 }
 
 /// A series as written in manifests: labels and their JSON form.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct SeriesKey {
     pub labels: LabelSet,
     pub labels_json: String,
+    /// The manifest writer that numbered this series, and the number
+    /// (writer tag, sid): kept here rather than in a map of the writer,
+    /// which would cost a cache miss per fragment and memory per series
+    /// ever seen.
+    sid: Mutex<Option<(u64, u64)>>,
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, o: &SeriesKey) -> bool {
+        self.labels == o.labels
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl std::hash::Hash for SeriesKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.labels.hash(h)
+    }
 }
 
 impl SeriesKey {
@@ -145,6 +174,7 @@ impl SeriesKey {
         SeriesKey {
             labels,
             labels_json,
+            sid: Mutex::new(None),
         }
     }
 }
@@ -355,32 +385,31 @@ struct WriterState {
     file: File,
     buf: Vec<u8>,
     run: String,
+    /// `run` as a JSON string.
+    run_json: String,
     fragments: Totals,
     entries: Totals,
     duplicates_skipped: u64,
-    /// Series numbers given so far, by a 128-bit hash of the labels: the
-    /// writer cannot trust callers to hand it one `SeriesKey` per series.
-    sids: HashMap<u128, u64>,
+    /// Tells this writer's series numbers (in `SeriesKey`) from another's.
+    tag: u64,
     next_sid: u64,
-    /// SERIES_REMEMBERED, lowered by tests.
-    sids_cap: usize,
 }
 
 impl WriterState {
-    /// The number of `series`, appending its `series` line to the buffer
-    /// when it has none yet.
+    /// The number of `series` in this manifest, appending its `series`
+    /// line to the buffer when it has none yet. The same labels in another
+    /// `SeriesKey` (a series forgotten and seen again) get another number
+    /// and line, which the reader merges.
     fn series_number(&mut self, series: &SeriesKey) -> Result<u64, serde_json::Error> {
-        let key = xxhash_rust::xxh3::xxh3_128(series.labels_json.as_bytes());
-        if let Some(&sid) = self.sids.get(&key) {
-            return Ok(sid);
-        }
-        if self.sids.len() >= self.sids_cap {
-            // Bounded memory over long runs with series churn.
-            self.sids.clear();
+        // A panic elsewhere while holding the lock leaves plain data.
+        let mut cached = series.sid.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tag, sid)) = *cached {
+            if tag == self.tag {
+                return Ok(sid);
+            }
         }
         let sid = self.next_sid;
         self.next_sid += 1;
-        self.sids.insert(key, sid);
         let line = SeriesLine {
             kind: "series".into(),
             run: self.run.clone(),
@@ -389,8 +418,189 @@ impl WriterState {
         };
         serde_json::to_writer(&mut self.buf, &line)?;
         self.buf.push(b'\n');
+        *cached = Some((self.tag, sid));
         Ok(sid)
     }
+}
+
+/// The status and outcome fields of a fragment line.
+#[derive(Debug, Clone, Copy)]
+struct Outcome<'a> {
+    status: Status,
+    attempts: u32,
+    maybe_duplicated: bool,
+    reason: Option<&'a str>,
+}
+
+/// A fragment line as the format defines it, through serde: the reference
+/// `write_fragment_line` is tested against byte for byte.
+#[cfg(test)]
+fn fragment_line(run: &str, sid: u64, f: &FragmentMeta, o: Outcome<'_>) -> FragmentLine {
+    let hex = |v: u64| format!("{v:016x}");
+    FragmentLine {
+        kind: "fragment".into(),
+        run: run.to_string(),
+        id: f.id,
+        status: o.status,
+        labels: None,
+        sid: Some(sid),
+        count: f.digest.count,
+        first_ts: f.first_ts.to_string(),
+        last_ts: (f.last_ts != f.first_ts).then(|| f.last_ts.to_string()),
+        step: f.step.map(|s| s.to_string()),
+        checksum: f.digest.hex(),
+        checksum12: f.digest12.filter(|&c| c != f.digest.sum).map(hex),
+        nan: f.nan.map(|n| n.count),
+        checksum_without_nan: f.nan.map(|n| hex(n.checksum)),
+        checksum12_without_nan: f
+            .nan
+            .filter(|n| n.checksum12 != n.checksum)
+            .map(|n| hex(n.checksum12)),
+        values: match &f.samples {
+            Some(_) => None,
+            None => f.values.as_ref().map(ValuesLine::new),
+        },
+        samples: f.samples.as_ref().map(|v| {
+            v.iter()
+                .map(|&(t, x)| [t.to_string(), ryu::Buffer::new().format(x).to_string()])
+                .collect()
+        }),
+        // A one-entry fragment's edges are its checksum.
+        edges: f
+            .edges
+            .as_ref()
+            .filter(|_| f.digest.count != 1)
+            .map(EdgesLine::new),
+        attempts: o.attempts,
+        maybe_duplicated: o.maybe_duplicated,
+        reason: o.reason.map(str::to_string),
+    }
+}
+
+fn push_hex16(buf: &mut Vec<u8>, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for i in (0..16).rev() {
+        buf.push(DIGITS[((v >> (i * 4)) & 0xf) as usize]);
+    }
+}
+
+fn push_int(buf: &mut Vec<u8>, v: impl itoa::Integer) {
+    buf.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+/// `"name":"<decimal>"`, after a comma.
+fn push_str_int(buf: &mut Vec<u8>, name: &str, v: i64) {
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\":\"");
+    push_int(buf, v);
+    buf.push(b'"');
+}
+
+/// `"name":"<16 hex digits>"`, after a comma.
+fn push_str_hex(buf: &mut Vec<u8>, name: &str, v: u64) {
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\":\"");
+    push_hex16(buf, v);
+    buf.push(b'"');
+}
+
+fn push_hex_list(buf: &mut Vec<u8>, v: &[u64]) {
+    buf.push(b'[');
+    for (i, &h) in v.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'"');
+        push_hex16(buf, h);
+        buf.push(b'"');
+    }
+    buf.push(b']');
+}
+
+/// Appends the line `fragment_line` describes, and a newline, without
+/// building it: in a paced run a fragment holds one or two entries, and
+/// writing its line was the largest cost per entry. `run_json` is the run
+/// id as a JSON string.
+fn write_fragment_line(
+    buf: &mut Vec<u8>,
+    run_json: &str,
+    sid: u64,
+    f: &FragmentMeta,
+    o: Outcome<'_>,
+) -> Result<(), serde_json::Error> {
+    buf.extend_from_slice(b"{\"kind\":\"fragment\",\"run\":");
+    buf.extend_from_slice(run_json.as_bytes());
+    buf.extend_from_slice(b",\"id\":");
+    push_int(buf, f.id);
+    buf.extend_from_slice(b",\"status\":\"");
+    buf.extend_from_slice(o.status.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"sid\":");
+    push_int(buf, sid);
+    buf.extend_from_slice(b",\"count\":");
+    push_int(buf, f.digest.count);
+    push_str_int(buf, "first_ts", f.first_ts);
+    if f.last_ts != f.first_ts {
+        push_str_int(buf, "last_ts", f.last_ts);
+    }
+    if let Some(step) = f.step {
+        push_str_int(buf, "step", step);
+    }
+    push_str_hex(buf, "checksum", f.digest.sum);
+    if let Some(c) = f.digest12.filter(|&c| c != f.digest.sum) {
+        push_str_hex(buf, "checksum12", c);
+    }
+    if let Some(n) = f.nan {
+        buf.extend_from_slice(b",\"nan\":");
+        push_int(buf, n.count);
+        push_str_hex(buf, "checksum_without_nan", n.checksum);
+        if n.checksum12 != n.checksum {
+            push_str_hex(buf, "checksum12_without_nan", n.checksum12);
+        }
+    }
+    match (&f.samples, &f.values) {
+        (Some(samples), _) => {
+            buf.extend_from_slice(b",\"samples\":[");
+            let mut r = ryu::Buffer::new();
+            for (i, &(t, x)) in samples.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                buf.extend_from_slice(b"[\"");
+                push_int(buf, t);
+                buf.extend_from_slice(b"\",\"");
+                buf.extend_from_slice(r.format(x).as_bytes());
+                buf.extend_from_slice(b"\"]");
+            }
+            buf.push(b']');
+        }
+        (None, Some(v)) => {
+            buf.extend_from_slice(b",\"values\":");
+            serde_json::to_writer(&mut *buf, &ValuesLine::new(v))?;
+        }
+        (None, None) => {}
+    }
+    if let Some(e) = f.edges.as_ref().filter(|_| f.digest.count != 1) {
+        buf.extend_from_slice(b",\"edges\":{\"first\":");
+        push_hex_list(buf, &e.first);
+        buf.extend_from_slice(b",\"last\":");
+        push_hex_list(buf, &e.last);
+        buf.push(b'}');
+    }
+    if o.attempts != 0 {
+        buf.extend_from_slice(b",\"attempts\":");
+        push_int(buf, o.attempts);
+    }
+    if o.maybe_duplicated {
+        buf.extend_from_slice(b",\"maybe_duplicated\":true");
+    }
+    if let Some(r) = o.reason {
+        buf.extend_from_slice(b",\"reason\":");
+        serde_json::to_writer(&mut *buf, r)?;
+    }
+    buf.extend_from_slice(b"}\n");
+    Ok(())
 }
 
 impl ManifestWriter {
@@ -410,12 +620,12 @@ impl ManifestWriter {
                 file,
                 buf: Vec::with_capacity(64 * 1024),
                 run: header.run.clone(),
+                run_json: serde_json::to_string(&header.run).map_err(|e| io(e.into()))?,
                 fragments: Totals::default(),
                 entries: Totals::default(),
                 duplicates_skipped: 0,
-                sids: HashMap::new(),
+                tag: rand::random(),
                 next_sid: 0,
-                sids_cap: SERIES_REMEMBERED,
             }),
             path: path.to_path_buf(),
         };
@@ -455,53 +665,20 @@ impl ManifestWriter {
         maybe_duplicated: bool,
         reason: Option<&str>,
     ) -> Result<(), ManifestError> {
+        let out = Outcome {
+            status,
+            attempts,
+            maybe_duplicated,
+            reason,
+        };
         let mut st = self.lock();
         st.buf.clear();
         for f in fragments {
             let sid = st
                 .series_number(&f.series)
                 .map_err(|e| self.io_err(e.into()))?;
-            let hex = |v: u64| format!("{v:016x}");
-            let line = FragmentLine {
-                kind: "fragment".into(),
-                run: st.run.clone(),
-                id: f.id,
-                status,
-                labels: None,
-                sid: Some(sid),
-                count: f.digest.count,
-                first_ts: f.first_ts.to_string(),
-                last_ts: (f.last_ts != f.first_ts).then(|| f.last_ts.to_string()),
-                step: f.step.map(|s| s.to_string()),
-                checksum: f.digest.hex(),
-                checksum12: f.digest12.filter(|&c| c != f.digest.sum).map(hex),
-                nan: f.nan.map(|n| n.count),
-                checksum_without_nan: f.nan.map(|n| hex(n.checksum)),
-                checksum12_without_nan: f
-                    .nan
-                    .filter(|n| n.checksum12 != n.checksum)
-                    .map(|n| hex(n.checksum12)),
-                values: match &f.samples {
-                    Some(_) => None,
-                    None => f.values.as_ref().map(ValuesLine::new),
-                },
-                samples: f.samples.as_ref().map(|v| {
-                    v.iter()
-                        .map(|&(t, x)| [t.to_string(), ryu::Buffer::new().format(x).to_string()])
-                        .collect()
-                }),
-                // A one-entry fragment's edges are its checksum.
-                edges: f
-                    .edges
-                    .as_ref()
-                    .filter(|_| f.digest.count != 1)
-                    .map(EdgesLine::new),
-                attempts,
-                maybe_duplicated,
-                reason: reason.map(str::to_string),
-            };
-            serde_json::to_writer(&mut st.buf, &line).map_err(|e| self.io_err(e.into()))?;
-            st.buf.push(b'\n');
+            let WriterState { buf, run_json, .. } = &mut *st;
+            write_fragment_line(buf, run_json, sid, f, out).map_err(|e| self.io_err(e.into()))?;
             if status != Status::Pending {
                 st.fragments.add(status, 1);
                 st.entries.add(status, f.digest.count);
@@ -1044,8 +1221,7 @@ mod tests {
         }
     }
 
-    /// A metric fragment as the pusher's batcher makes it.
-    fn metric_meta(id: u64, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> FragmentMeta {
+    fn series(labels: &[(&str, &str)]) -> Arc<crate::batch::Series> {
         let labels = LabelSet::new(
             labels
                 .iter()
@@ -1053,16 +1229,24 @@ mod tests {
                 .collect(),
         )
         .unwrap();
-        let series = Arc::new(crate::batch::Series {
-            key: Arc::new(SeriesKey::new(labels)),
-            selector: String::new(),
-            lane: 0,
-        });
+        Arc::new(crate::batch::Series::new(SeriesKey::new(labels), 0))
+    }
+
+    /// A metric fragment as the pusher's batcher makes it.
+    fn metric_meta(id: u64, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> FragmentMeta {
+        series_meta(id, &series(labels), samples)
+    }
+
+    fn series_meta(
+        id: u64,
+        series: &Arc<crate::batch::Series>,
+        samples: &[(i64, f64)],
+    ) -> FragmentMeta {
         let mut b = crate::batch::Batcher::new(
             Mode::Metrics,
             crate::batch::BatchLimits {
                 fragment_size: 1 << 20,
-                fragments_per_message: 1 << 20,
+                fragments_per_message: Some(1 << 20),
                 max_message_bytes: 1 << 30,
                 linger: std::time::Duration::from_secs(3600),
             },
@@ -1071,7 +1255,7 @@ mod tests {
         let mut out = Vec::new();
         for &(t, v) in samples {
             b.push_value(
-                &series,
+                series,
                 0,
                 t,
                 v,
@@ -1090,10 +1274,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.ndjson");
         let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
-        let a = [("__name__", "up"), ("job", "a")];
-        let small = metric_meta(1, &a, &[(1000, 1.5), (2000, 1e300)]);
+        let a = series(&[("__name__", "up"), ("job", "a")]);
+        let small = series_meta(1, &a, &[(1000, 1.5), (2000, 1e300)]);
         let big: Vec<(i64, f64)> = (0..10).map(|i| (3000 + i * 10, i as f64 * 0.1)).collect();
-        let big = metric_meta(2, &a, &big);
+        let big = series_meta(2, &a, &big);
         let one = metric_meta(3, &[("__name__", "up"), ("job", "b")], &[(500, 7.0)]);
         let nan = metric_meta(4, &[("__name__", "up"), ("job", "c")], &[(1, f64::NAN)]);
         let all = [small.clone(), big.clone(), one.clone(), nan.clone()];
@@ -1172,6 +1356,65 @@ mod tests {
         assert_eq!(find(4).status, Status::Rejected);
         assert_eq!(find(4).reason.as_deref(), Some("HTTP 400: no"));
         assert_eq!(loaded.series.len(), 3);
+    }
+
+    #[test]
+    fn fragment_lines_are_written_exactly_as_the_format_defines_them() {
+        let a = [("__name__", "up"), ("job", "a\"b")];
+        let mut metas = vec![
+            metric_meta(1, &a, &[(1000, 1.5), (2000, -1e300)]),
+            metric_meta(
+                2,
+                &a,
+                &(0..9).map(|i| (i * 7, i as f64 / 3.0)).collect::<Vec<_>>(),
+            ),
+            metric_meta(3, &a, &[(5, f64::NAN), (6, 2.0), (9, f64::INFINITY)]),
+            metric_meta(4, &a, &[(5, 0.1 + 0.2)]),
+            meta(5, 100, 1),
+            meta(6, 100, 4),
+        ];
+        metas[4].edges = Some(Edges {
+            first: vec![metas[4].digest.sum],
+            last: vec![metas[4].digest.sum],
+        });
+        metas[5].edges = Some(Edges {
+            first: vec![1, u64::MAX],
+            last: vec![],
+        });
+        metas[5].step = None;
+        metas[2].nan = Some(NanInfo {
+            count: 1,
+            checksum: 7,
+            checksum12: 8,
+        });
+        let outcomes = [
+            Outcome {
+                status: Status::Pending,
+                attempts: 0,
+                maybe_duplicated: false,
+                reason: None,
+            },
+            Outcome {
+                status: Status::Rejected,
+                attempts: 3,
+                maybe_duplicated: true,
+                reason: Some("HTTP 400: \"bad\"\n\u{1}é"),
+            },
+        ];
+        for m in &metas {
+            for o in outcomes {
+                let mut buf = Vec::new();
+                write_fragment_line(&mut buf, "\"r\\\"1\"", 9, m, o).unwrap();
+                let mut want = serde_json::to_vec(&fragment_line("r\"1", 9, m, o)).unwrap();
+                want.push(b'\n');
+                assert_eq!(
+                    String::from_utf8(buf).unwrap(),
+                    String::from_utf8(want).unwrap(),
+                    "fragment {}",
+                    m.id
+                );
+            }
+        }
     }
 
     #[test]
@@ -1266,26 +1509,64 @@ mod tests {
     }
 
     #[test]
-    fn series_numbers_start_afresh_when_too_many_are_remembered() {
+    fn each_writer_numbers_series_itself_and_equal_labels_merge() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("m.ndjson");
-        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
-        w.lock().sids_cap = 2;
-        let names = ["a", "b", "c", "a", "b", "c", "a"];
-        for (i, n) in names.iter().enumerate() {
-            let m = metric_meta(
-                i as u64,
-                &[("__name__", "up"), ("s", n)],
-                &[(i as i64, 1.0)],
-            );
-            w.record(&[m], Status::Ok, 1, false, None).unwrap();
+        fn labels(n: &str) -> [(&str, &str); 2] {
+            [("__name__", "up"), ("s", n)]
         }
-        drop(w);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.matches("\"series\"").count() > 3, "{text}");
-        let loaded = load(&[path]).unwrap();
-        let per: Vec<usize> = loaded.series.values().map(Vec::len).collect();
-        assert_eq!(per, [3, 2, 2], "every fragment stays with its own series");
+        // One key used by two writers, and a second key with the same
+        // labels (a series forgotten by the pusher and seen again).
+        let a = metric_meta(1, &labels("a"), &[(1, 1.0)]);
+        let b = metric_meta(2, &labels("b"), &[(1, 1.0)]);
+        let mut a_again = metric_meta(3, &labels("a"), &[(2, 1.0)]);
+        assert!(!Arc::ptr_eq(&a.series, &a_again.series));
+        let mut b_later = b.clone();
+        b_later.id = 4;
+        let (p1, p2) = (dir.path().join("1.ndjson"), dir.path().join("2.ndjson"));
+        let w1 = ManifestWriter::create(&p1, &metric_header("r1")).unwrap();
+        let w2 = ManifestWriter::create(&p2, &metric_header("r2")).unwrap();
+        w1.record(&[a.clone(), b.clone()], Status::Ok, 1, false, None)
+            .unwrap();
+        w2.record(&[b.clone(), a.clone()], Status::Ok, 1, false, None)
+            .unwrap();
+        w1.record(
+            &[a_again.clone(), b_later.clone()],
+            Status::Ok,
+            1,
+            false,
+            None,
+        )
+        .unwrap();
+        a_again.id = 5;
+        w2.record(&[a_again], Status::Ok, 1, false, None).unwrap();
+        drop((w1, w2));
+        let series_lines = |p: &Path| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .filter(|l| l.contains("\"kind\":\"series\""))
+                .count()
+        };
+        // w1 numbers a, b, a_again, and b again: w2 numbered b in between
+        // (a key remembers one writer). w2 numbers b, a, a_again.
+        assert_eq!((series_lines(&p1), series_lines(&p2)), (4, 3));
+        let loaded = load(&[p1, p2]).unwrap();
+        let per: Vec<(String, Vec<u64>)> = loaded
+            .series
+            .iter()
+            .map(|(l, f)| {
+                let mut ids: Vec<u64> = f.iter().map(|f| f.id).collect();
+                ids.sort();
+                (l.to_json(), ids)
+            })
+            .collect();
+        assert_eq!(
+            per,
+            [
+                (r#"{"__name__":"up","s":"a"}"#.to_string(), vec![1, 1, 3, 5]),
+                (r#"{"__name__":"up","s":"b"}"#.to_string(), vec![2, 2, 4]),
+            ]
+        );
     }
 
     #[test]

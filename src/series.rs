@@ -232,16 +232,11 @@ impl SeriesTable {
             self.touch(id);
             return id;
         }
-        let labels = key.labels.clone();
         // The lane follows from the labels, not the id: a series evicted
         // and seen again goes to the lane its earlier fragments went to, so
         // they are still sent in order.
         let lane = (hash % self.lanes as u64) as usize;
-        let series = Arc::new(Series {
-            selector: labels.to_selector(),
-            key: Arc::new(key),
-            lane,
-        });
+        let series = Arc::new(Series::new(key, lane));
         let id = match self.free.pop() {
             Some(id) => {
                 self.series[id as usize] = Some(series);

@@ -1162,13 +1162,7 @@ fn duplicated(labels: &LabelSet, g: &Group, acc: &GroupAcc, units: &[usize]) -> 
 
 fn status_detail(g: &Group, unit: &Unit) -> String {
     let f = &g.fragments[unit.frags[0]];
-    let status = match f.status {
-        Status::Ok => "ok",
-        Status::Pending => "pending",
-        Status::Rejected => "rejected",
-        Status::Failed => "failed",
-        Status::Unknown => "unknown",
-    };
+    let status = f.status.as_str();
     match &f.reason {
         Some(r) => format!("push status {status}: {r}"),
         None => format!("push status {status}"),
