@@ -200,7 +200,10 @@ struct Grid {
 }
 
 impl Group {
-    fn from_fragments(fragments: Vec<Fragment>) -> Group {
+    fn from_fragments(mut fragments: Vec<Fragment>) -> Group {
+        // Most groups hold one fragment (a paced run makes hundreds of
+        // thousands); a Vec grown by push would reserve four.
+        fragments.shrink_to_fit();
         let first_ts = fragments.iter().map(|f| f.first_ts).min().unwrap_or(0);
         let last_ts = fragments.iter().map(|f| f.last_ts).max().unwrap_or(0);
         let mut units: Vec<Unit> = Vec::new();
@@ -239,6 +242,7 @@ impl Group {
                 }),
             }
         }
+        units.shrink_to_fit();
         let grid = match (units.as_slice(), fragments.first()) {
             ([u], Some(f)) => f.step.and_then(|step| {
                 // Trust the step only if it is consistent with the range and
@@ -346,6 +350,7 @@ impl SeriesPlan {
         if !cur.is_empty() {
             groups.push(Group::from_fragments(cur));
         }
+        groups.shrink_to_fit();
         SeriesPlan { labels, groups }
     }
 
