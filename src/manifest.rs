@@ -610,11 +610,22 @@ impl ManifestWriter {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)
             .map_err(io)?;
+        // A run killed mid-line left a cut last line: end it, so this run's
+        // header starts a line of its own and the cut line reads as cut.
+        let len = file.metadata().map_err(io)?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut last, len - 1).map_err(io)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(io)?;
+            }
+        }
         let w = ManifestWriter {
             inner: Mutex::new(WriterState {
                 file,
@@ -644,8 +655,17 @@ impl ManifestWriter {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WriterState> {
         // A panic elsewhere while holding the lock leaves plain data behind;
-        // keep writing rather than lose the manifest.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        // keep writing rather than lose the manifest. Series numbered in
+        // that write may not have their lines in the file: number afresh.
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => {
+                let mut g = p.into_inner();
+                g.tag = rand::random();
+                self.inner.clear_poison();
+                g
+            }
+        }
     }
 
     fn io_err(&self, source: std::io::Error) -> ManifestError {
@@ -672,6 +692,21 @@ impl ManifestWriter {
             reason,
         };
         let mut st = self.lock();
+        let r = self.record_locked(&mut st, fragments, out);
+        if r.is_err() {
+            // Series numbered in this write may have no line in the file.
+            st.tag = rand::random();
+        }
+        r
+    }
+
+    fn record_locked(
+        &self,
+        st: &mut WriterState,
+        fragments: &[FragmentMeta],
+        out: Outcome<'_>,
+    ) -> Result<(), ManifestError> {
+        let status = out.status;
         st.buf.clear();
         for f in fragments {
             let sid = st
@@ -886,27 +921,61 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
             source,
         })?;
         let mut saw_header = false;
-        for (i, line) in BufReader::new(file).lines().enumerate() {
-            let lineno = i as u64 + 1;
+        let mut reader = BufReader::new(file);
+        let mut raw = Vec::new();
+        let mut lineno = 0u64;
+        // A malformed line, forgiven if a header or the end follows.
+        let mut cut: Option<ManifestError> = None;
+        loop {
+            raw.clear();
+            let n = reader
+                .read_until(b'\n', &mut raw)
+                .map_err(|source| ManifestError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            lineno += 1;
             let perr = |reason: String| ManifestError::Parse {
                 path: path.clone(),
                 line: lineno,
                 reason,
             };
-            let line = line.map_err(|e| perr(e.to_string()))?;
+            let ended = raw.last() == Some(&b'\n');
+            if ended {
+                raw.pop();
+            }
+            let line = match std::str::from_utf8(&raw) {
+                Ok(l) => l,
+                // Cut inside a multi-byte character by a crash (the JSON
+                // is then cut short too).
+                Err(e) if e.error_len().is_none() => continue,
+                Err(e) => return Err(perr(format!("not UTF-8: {e}"))),
+            };
             if line.trim().is_empty() {
                 continue;
             }
-            let kind: AnyLine = match serde_json::from_str(&line) {
+            let kind: AnyLine = match serde_json::from_str(line) {
                 Ok(k) => k,
-                // A final line cut short by a crash is expected; anything
-                // else malformed is not.
-                Err(e) if e.is_eof() => continue,
-                Err(e) => return Err(perr(e.to_string())),
+                // A line cut short by a crash is expected: the file's last
+                // one, or one a later run appended after (its header comes
+                // next). Cut inside a number, it is "invalid", not "EOF".
+                Err(e) if e.is_eof() || !ended => continue,
+                Err(e) => {
+                    cut = Some(perr(e.to_string()));
+                    continue;
+                }
             };
+            if let Some(e) = cut.take() {
+                if kind.kind != "header" {
+                    return Err(e);
+                }
+            }
             match kind.kind.as_str() {
                 "header" => {
-                    let h: Header = serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                    let h: Header = serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
                     if h.version > FORMAT_VERSION {
                         return Err(perr(format!(
                             "manifest format version {} is newer than this tool's {}",
@@ -924,8 +993,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                     out.headers.push(h);
                 }
                 "trailer" => {
-                    let t: Trailer =
-                        serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                    let t: Trailer = serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
                     runs.insert(t.run, true);
                 }
                 "series" => {
@@ -933,7 +1001,7 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         return Err(ManifestError::NoHeader { path: path.clone() });
                     }
                     let l: SeriesLine =
-                        serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                        serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
                     let run = intern_run(&mut run_ids, &l.run);
                     let next = series_list.len() as u32;
                     let idx = *series_ids.entry(l.labels).or_insert_with_key(|l| {
@@ -947,9 +1015,10 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         return Err(ManifestError::NoHeader { path: path.clone() });
                     }
                     let f: FragmentLine =
-                        serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                        serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
                     let run = intern_run(&mut run_ids, &f.run);
-                    let v2 = versions.get(&f.run).is_some_and(|&v| v >= 2);
+                    // Only version 2 refers to series by number.
+                    let v2 = f.sid.is_some() || versions.get(&f.run).is_some_and(|&v| v >= 2);
                     let metrics = out.mode == Some(Mode::Metrics);
                     let idx = match (f.labels, f.sid) {
                         (Some(labels), _) => {
@@ -1053,14 +1122,13 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                 }
                 "outcome" => {
                     let o: OutcomeLine =
-                        serde_json::from_str(&line).map_err(|e| perr(e.to_string()))?;
+                        serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
                     let run = intern_run(&mut run_ids, &o.run);
                     for id in o.ids {
+                        // A fragment not described (a manifest filtered by
+                        // hand): the outcome claims nothing about others.
                         let Some((_, frag)) = frags.get_mut(&(run.clone(), id)) else {
-                            return Err(perr(format!(
-                                "outcome for fragment {id} of run {}, which no earlier line describes",
-                                o.run
-                            )));
+                            continue;
                         };
                         frag.status = o.status;
                         frag.maybe_duplicated = o.maybe_duplicated;
@@ -1069,6 +1137,9 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                 }
                 other => return Err(perr(format!("unknown line kind {other:?}"))),
             }
+        }
+        if let Some(e) = cut {
+            return Err(e);
         }
         if !saw_header {
             return Err(ManifestError::NoHeader { path: path.clone() });
@@ -1486,26 +1557,173 @@ mod tests {
     }
 
     #[test]
-    fn outcome_and_series_references_must_follow_what_they_name() {
+    fn a_series_must_be_defined_before_use_and_stray_outcomes_claim_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.ndjson");
         let w = ManifestWriter::create(&path, &header("r1")).unwrap();
         drop(w);
         let head = std::fs::read_to_string(&path).unwrap();
-        for (bad, want) in [
-            (
-                r#"{"kind":"outcome","run":"r1","ids":[9],"status":"ok"}"#,
-                "fragment 9",
-            ),
-            (
-                r#"{"kind":"fragment","run":"r1","id":1,"status":"ok","sid":4,"count":1,"first_ts":"1","checksum":"01"}"#,
-                "series 4",
-            ),
-        ] {
-            std::fs::write(&path, format!("{head}{bad}\n")).unwrap();
-            let err = load(std::slice::from_ref(&path)).unwrap_err().to_string();
-            assert!(err.contains("m.ndjson:2") && err.contains(want), "{err}");
+        let bad = r#"{"kind":"fragment","run":"r1","id":1,"status":"ok","sid":4,"count":1,"first_ts":"1","checksum":"01"}"#;
+        std::fs::write(&path, format!("{head}{bad}\n")).unwrap();
+        let err = load(std::slice::from_ref(&path)).unwrap_err().to_string();
+        assert!(
+            err.contains("m.ndjson:2") && err.contains("series 4"),
+            "{err}"
+        );
+        // An outcome for a fragment the manifest does not describe (one
+        // filtered by hand) makes no claim.
+        let stray = r#"{"kind":"outcome","run":"r1","ids":[9],"status":"ok"}"#;
+        std::fs::write(&path, format!("{head}{stray}\n")).unwrap();
+        assert_eq!(load(&[path]).unwrap().fragment_count(), 0);
+    }
+
+    /// A manifest cut at any byte (the pusher killed mid-write), with
+    /// labels and reasons outside ASCII, loads; every fragment it reads as
+    /// `ok` had its whole outcome line written; none is lost.
+    #[test]
+    fn a_manifest_cut_at_any_byte_loads_and_claims_only_what_was_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = dir.path().join("full.ndjson");
+        let w = ManifestWriter::create(&full, &metric_header("r1")).unwrap();
+        let s1 = series(&[("__name__", "up"), ("region", "Île-de-France ✓")]);
+        let s2 = series(&[("__name__", "up"), ("zone", "東京")]);
+        let a = series_meta(1, &s1, &[(1000, 1.0), (2000, 2.0)]);
+        let b = series_meta(2, &s2, &[(1000, 0.5)]);
+        let c = series_meta(
+            3,
+            &s1,
+            &(3..20).map(|i| (i * 1000, i as f64)).collect::<Vec<_>>(),
+        );
+        w.record(&[a.clone(), b.clone()], Status::Pending, 0, false, None)
+            .unwrap();
+        w.record_outcome(&[a.clone(), b.clone()], Status::Ok, 1, false, None)
+            .unwrap();
+        w.record(std::slice::from_ref(&c), Status::Pending, 0, false, None)
+            .unwrap();
+        w.record_outcome(
+            std::slice::from_ref(&c),
+            Status::Rejected,
+            1,
+            false,
+            Some("entrée refusée: «trop vieille»"),
+        )
+        .unwrap();
+        w.finish(0, false, None).unwrap();
+        drop(w);
+        let bytes = std::fs::read(&full).unwrap();
+        // Where the ok outcome of fragments 1 and 2 ends (its newline).
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let ok_at = text.find("\"status\":\"ok\"").unwrap();
+        let ok_end = ok_at + text[ok_at..].find('\n').unwrap();
+        let cut = dir.path().join("cut.ndjson");
+        for k in 0..=bytes.len() {
+            std::fs::write(&cut, &bytes[..k]).unwrap();
+            let loaded = match load(std::slice::from_ref(&cut)) {
+                Ok(l) => l,
+                Err(ManifestError::NoHeader { .. }) if k < text.find('\n').unwrap() + 1 => continue,
+                Err(e) => panic!("cut at byte {k}: {e}"),
+            };
+            let all: Vec<&Fragment> = loaded.series.values().flatten().collect();
+            for f in &all {
+                assert!(
+                    f.status != Status::Ok || k >= ok_end,
+                    "cut at byte {k}: fragment {} reads as ok before its outcome was whole",
+                    f.id
+                );
+            }
+            if k == bytes.len() {
+                let st: Vec<(u64, Status)> = {
+                    let mut v: Vec<_> = all.iter().map(|f| (f.id, f.status)).collect();
+                    v.sort();
+                    v
+                };
+                assert_eq!(
+                    st,
+                    [(1, Status::Ok), (2, Status::Ok), (3, Status::Rejected)]
+                );
+            }
         }
+    }
+
+    #[test]
+    fn a_run_appended_after_a_cut_one_starts_on_a_line_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
+        w.record(
+            &[metric_meta(1, &[("__name__", "a")], &[(1, 1.0)])],
+            Status::Ok,
+            1,
+            false,
+            None,
+        )
+        .unwrap();
+        drop(w);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.truncate(bytes.len() - 10);
+        std::fs::write(&path, &bytes).unwrap();
+        let w = ManifestWriter::create(&path, &metric_header("r2")).unwrap();
+        w.record(
+            &[metric_meta(1, &[("__name__", "b")], &[(1, 1.0)])],
+            Status::Ok,
+            1,
+            false,
+            None,
+        )
+        .unwrap();
+        w.finish(0, false, None).unwrap();
+        drop(w);
+        let loaded = load(&[path]).unwrap();
+        let ok: Vec<String> = loaded
+            .series
+            .iter()
+            .filter(|(_, f)| f.iter().any(|f| f.status == Status::Ok))
+            .map(|(l, _)| l.to_json())
+            .collect();
+        assert_eq!(
+            ok,
+            [r#"{"__name__":"b"}"#],
+            "r1's cut fragment claims nothing"
+        );
+        assert_eq!(loaded.unfinished_runs, ["r1"]);
+    }
+
+    #[test]
+    fn series_numbered_in_a_failed_write_are_numbered_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
+        let s1 = series(&[("__name__", "up")]);
+        // The disk is full for one write.
+        let real = std::mem::replace(
+            &mut w.lock().file,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        );
+        assert!(w
+            .record(
+                &[series_meta(1, &s1, &[(1, 1.0)])],
+                Status::Pending,
+                0,
+                false,
+                None
+            )
+            .is_err());
+        w.lock().file = real;
+        w.record(
+            &[series_meta(2, &s1, &[(2, 1.0)])],
+            Status::Ok,
+            1,
+            false,
+            None,
+        )
+        .unwrap();
+        drop(w);
+        let loaded = load(&[path]).unwrap();
+        let f = &loaded.series.values().next().unwrap()[0];
+        assert_eq!((f.id, f.status), (2, Status::Ok));
     }
 
     #[test]

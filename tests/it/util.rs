@@ -68,8 +68,9 @@ pub fn trailer(manifest: &Path) -> serde_json::Value {
 }
 
 /// Each fragment of a manifest as its last word describes it: its
-/// fragment line with `status` (and `reason`) from a later `outcome` line,
-/// and `labels` from its run's `series` line.
+/// fragment line with `status`, `attempts`, `maybe_duplicated` and
+/// `reason` from a later `outcome` line, and `labels` from its run's
+/// `series` line.
 pub fn manifest_fragments(manifest: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(manifest).expect("manifest");
     let mut series = std::collections::HashMap::new();
@@ -99,8 +100,11 @@ pub fn manifest_fragments(manifest: &Path) -> Vec<serde_json::Value> {
             Some("outcome") => {
                 for id in v["ids"].as_array().unwrap() {
                     let f = &mut frags[at[&(run.clone(), id.as_u64().unwrap())]];
-                    f["status"] = v["status"].clone();
-                    f["reason"] = v["reason"].clone();
+                    for k in ["status", "attempts", "maybe_duplicated", "reason"] {
+                        if !v[k].is_null() {
+                            f[k] = v[k].clone();
+                        }
+                    }
                 }
             }
             _ => {}
