@@ -54,20 +54,29 @@ impl Encoder {
         }
     }
 
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
+    }
+
     /// Encodes a batch into a fresh body.
     pub fn encode(&mut self, batch: &Batch) -> Vec<u8> {
+        self.encode_fragments(&batch.fragments)
+    }
+
+    /// Encodes fragments as one message into a fresh body.
+    pub fn encode_fragments(&mut self, fragments: &[Fragment]) -> Vec<u8> {
         self.raw.clear();
         match self.encoding {
             Encoding::LokiProtobuf => {
-                loki_protobuf(&mut self.raw, &batch.fragments);
+                loki_protobuf(&mut self.raw, fragments);
                 self.compress_snappy()
             }
             Encoding::RemoteWrite => {
-                remote_write(&mut self.raw, &batch.fragments);
+                remote_write(&mut self.raw, fragments);
                 self.compress_snappy()
             }
             Encoding::LokiJson { gzip } => {
-                loki_json(&mut self.raw, &batch.fragments);
+                loki_json(&mut self.raw, fragments);
                 if gzip {
                     let mut gz = flate2::write::GzEncoder::new(
                         Vec::with_capacity(self.raw.len() / 4),
@@ -81,7 +90,7 @@ impl Encoder {
                 }
             }
             Encoding::Ndjson => {
-                ndjson(&mut self.raw, &batch.fragments);
+                ndjson(&mut self.raw, fragments);
                 self.raw.clone()
             }
         }

@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, BatchLimits, Batcher};
+use crate::batch::{Batch, BatchLimits, Batcher, Fragment};
 use crate::encode::{Encoder, Encoding};
 use crate::exit::Exit;
 use crate::http::ClientArgs;
@@ -29,7 +29,7 @@ use crate::record::{self, Mode, Payload, RecordError};
 use crate::report::{Latency, Progress, Stats};
 use crate::schedule::{Pace, Pacer, RateSpec};
 use crate::series::SeriesTable;
-use crate::sink::{RetryPolicy, Sender, Target};
+use crate::sink::{Delivery, RetryPolicy, Sender, Target};
 use crate::timefmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,6 +133,10 @@ struct Message {
     body: bytes::Bytes,
     metas: Vec<FragmentMeta>,
     entries: u64,
+    /// The fragments, kept for a store that can refuse part of a message
+    /// (see `isolate`); empty for the file and null sinks.
+    fragments: Vec<Fragment>,
+    encoding: Encoding,
 }
 
 /// What the batching thread reports when it stops.
@@ -213,6 +217,8 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
     );
 
     // Lanes.
+    let messages = Arc::new(AtomicU64::new(0));
+    let isolation_requests = Arc::new(AtomicU64::new(0));
     let lanes = cfg.max_concurrent_writes.max(1);
     let mut lane_tx = Vec::with_capacity(lanes);
     let mut lane_tasks = Vec::with_capacity(lanes);
@@ -234,6 +240,8 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
             },
             stop: stop.clone(),
             fatal: fatal.clone(),
+            messages: messages.clone(),
+            isolation_requests: isolation_requests.clone(),
         };
         lane_tasks.push(tokio::spawn(lane(rx, ctx)));
     }
@@ -433,6 +441,10 @@ struct LaneCtx {
     stop: Arc<AtomicBool>,
     /// The first error that makes the run fail (an unwritable manifest).
     fatal: Arc<std::sync::OnceLock<String>>,
+    /// Messages answered, and requests made re-sending parts of rejected
+    /// ones (see `isolate`), over all lanes.
+    messages: Arc<AtomicU64>,
+    isolation_requests: Arc<AtomicU64>,
 }
 
 /// Sends one lane's messages in order, one at a time.
@@ -485,15 +497,24 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
                 &ctx.stats,
             )
             .await;
-        ctx.record(
-            &writer,
-            &msg,
-            d.status,
-            d.attempts,
-            d.maybe_duplicated,
-            d.reason.as_deref(),
-            writer.is_some(),
-        );
+        ctx.messages.fetch_add(1, Relaxed);
+        if d.status == Status::Rejected && msg.fragments.len() > 1 && ctx.may_isolate() {
+            for (part, pd) in isolate(&ctx, &msg, &d).await {
+                let metas = &msg.metas[part.clone()];
+                let entries = metas.iter().map(|m| m.digest.count).sum();
+                ctx.record_parts(&writer, metas, entries, &pd, writer.is_some());
+            }
+        } else {
+            ctx.record(
+                &writer,
+                &msg,
+                d.status,
+                d.attempts,
+                d.maybe_duplicated,
+                d.reason.as_deref(),
+                writer.is_some(),
+            );
+        }
         // Given up on before the store ever acknowledged anything: a wrong
         // URL or a store that is down. Going on would only retry every
         // message for its whole deadline; a store that fails later in a
@@ -530,18 +551,93 @@ impl LaneCtx {
         reason: Option<&str>,
         pending_written: bool,
     ) {
-        self.stats.record_outcome(status, msg.entries, reason);
+        let d = Delivery {
+            status,
+            only_error_answers: false,
+            attempts,
+            maybe_duplicated: maybe_dup,
+            reason: reason.map(str::to_string),
+        };
+        self.record_parts(writer, &msg.metas, msg.entries, &d, pending_written);
+    }
+
+    fn record_parts(
+        &self,
+        writer: &Option<Arc<ManifestWriter>>,
+        metas: &[FragmentMeta],
+        entries: u64,
+        d: &Delivery,
+        pending_written: bool,
+    ) {
+        let reason = d.reason.as_deref();
+        self.stats.record_outcome(d.status, entries, reason);
         if let Some(w) = writer {
+            let (status, attempts, maybe_dup) = (d.status, d.attempts, d.maybe_duplicated);
             let r = if pending_written {
-                w.record_outcome(&msg.metas, status, attempts, maybe_dup, reason)
+                w.record_outcome(metas, status, attempts, maybe_dup, reason)
             } else {
-                w.record(&msg.metas, status, attempts, maybe_dup, reason)
+                w.record(metas, status, attempts, maybe_dup, reason)
             };
             if let Err(e) = r {
                 self.fail(format!("manifest: {e}"));
             }
         }
     }
+
+    /// Whether a rejected message may be split: the requests that splitting
+    /// costs stay within a bound of the messages sent, so a store that
+    /// refuses everything does not multiply the run's requests.
+    fn may_isolate(&self) -> bool {
+        self.isolation_requests.load(Relaxed) < 1000 + 4 * self.messages.load(Relaxed)
+    }
+}
+
+/// After a 400 for a message of several fragments: Loki has written every
+/// valid entry of it (Mimir every valid series; Prometheus 2.42 none), and
+/// the answer does not say which fragments those are. Marking them all
+/// `rejected` would leave their fate unverified. Instead the message is
+/// re-sent in halves, first to last (so a series' fragments keep their
+/// order), until each part is acknowledged or is one rejected fragment. A
+/// fragment acknowledged on its own is stored whole: Loki, Prometheus and
+/// Mimir drop an exact repeat of what they already hold. Parts are marked
+/// `maybe_duplicated`, as the first attempt may have written them too.
+async fn isolate(
+    ctx: &LaneCtx,
+    msg: &Message,
+    whole: &Delivery,
+) -> Vec<(std::ops::Range<usize>, Delivery)> {
+    let n = msg.fragments.len();
+    let mut encoder = Encoder::new(msg.encoding);
+    let mut out = Vec::new();
+    let mut todo = vec![n / 2..n, 0..n / 2];
+    while let Some(part) = todo.pop() {
+        if ctx.abandon.is_cancelled() {
+            // Not re-sent: what the whole message's answer said holds.
+            out.push((part, whole.clone()));
+            continue;
+        }
+        let frags = &msg.fragments[part.clone()];
+        let body = bytes::Bytes::from(encoder.encode_fragments(frags));
+        let entries = frags.iter().map(|f| f.len() as u64).sum();
+        ctx.isolation_requests.fetch_add(1, Relaxed);
+        let mut d = ctx
+            .sender
+            .deliver(body, entries, &ctx.retry, &ctx.abandon, &ctx.stats)
+            .await;
+        d.attempts += whole.attempts;
+        if d.status == Status::Rejected && part.len() > 1 {
+            let mid = part.start + part.len() / 2;
+            todo.push(mid..part.end);
+            todo.push(part.start..mid);
+            continue;
+        }
+        if d.status == Status::Ok {
+            d.maybe_duplicated = true;
+        }
+        out.push((part, d));
+    }
+    out.sort_by_key(|(r, _)| r.start);
+    out
 }
 
 fn spawn_signal_handler(
@@ -952,12 +1048,22 @@ impl BatchState<'_> {
 
     fn send_out(&mut self) {
         let mode = self.mode.unwrap_or(Mode::Logs);
+        let keep = matches!(
+            self.cfg.target,
+            Target::Loki { .. } | Target::RemoteWrite { .. }
+        );
         for batch in std::mem::take(&mut self.out) {
             let body = bytes::Bytes::from(self.encoder.encode(&batch));
             let msg = Message {
                 body,
                 entries: batch.entries as u64,
                 metas: batch.metas,
+                fragments: if keep && batch.fragments.len() > 1 {
+                    batch.fragments
+                } else {
+                    Vec::new()
+                },
+                encoding: self.encoder.encoding(),
             };
             // Blocks while the lane is busy: this is the backpressure.
             if self.lanes[batch.lane].blocking_send((mode, msg)).is_err() {

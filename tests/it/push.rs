@@ -779,3 +779,151 @@ fn prometheus_many_interleaved_series_verify_clean() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(r["entries_found"], 36_000);
 }
+
+/// Loki answers 400 to a push with one bad entry but writes the rest. The
+/// pusher re-sends the message in parts to learn which fragments were
+/// refused, so the others stay verifiable: a loss among them is reported.
+#[test]
+fn a_partly_refused_loki_push_keeps_the_accepted_fragments_verifiable() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let t0 = now_ms() * 1_000_000 - 60_000_000_000;
+    let month_ago = t0 - 30 * 24 * 3600 * 1_000_000_000;
+    let mut text = String::new();
+    for i in 0..5 {
+        for app in ["a", "b", "c"] {
+            let ts = t0 + i * 1_000_000_000;
+            text += &log_rec(&format!(r#"{{"app":"{app}"}}"#), ts, &format!("{app} {i}"));
+        }
+    }
+    // Too old for Loki (7 days): refused, the rest of the push written.
+    text += &log_rec(r#"{"app":"old"}"#, month_ago, "old 0");
+    let o = push(
+        &[
+            "--loki",
+            &loki.url(),
+            "--manifest",
+            s(&man),
+            "--report",
+            s(&rep),
+            // One lane: all four fragments in one message.
+            "--max-concurrent-writes",
+            "1",
+            "-q",
+        ],
+        text.as_bytes(),
+    );
+    assert_eq!(code(&o), 1, "entries were refused: {}", stderr(&o));
+    let status: std::collections::BTreeMap<String, String> = manifest_fragments(&man)
+        .iter()
+        .map(|f| {
+            (
+                f["labels"]["app"].as_str().unwrap().to_string(),
+                f["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        [("a", "ok"), ("b", "ok"), ("c", "ok"), ("old", "rejected")]
+            .map(|(a, s)| (a.to_string(), s.to_string()))
+            .into(),
+    );
+    let r = report(&rep);
+    assert_eq!(
+        (r["entries_acked"].as_u64(), r["entries_rejected"].as_u64()),
+        (Some(15), Some(1)),
+        "{r:#}"
+    );
+    assert_eq!(loki.entry_count(), 15);
+    let verify_args = [
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ];
+    let o = verify(&verify_args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(report(&rep)["entries_expected"], 15);
+    // The store loses an entry it accepted in that push: reported.
+    let b: std::collections::BTreeMap<String, String> =
+        [("app".to_string(), "b".to_string())].into();
+    assert_eq!(
+        loki.delete_range(&b, t0 + 2_000_000_000, t0 + 2_000_000_001),
+        1
+    );
+    let o = verify(&verify_args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let r = report(&rep);
+    let lost: Vec<_> = r["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["discrepancy"] == true)
+        .collect();
+    assert_eq!(lost.len(), 1, "{r:#}");
+    assert_eq!(lost[0]["kind"], "missing");
+    assert_eq!(lost[0]["series"]["app"], "b");
+}
+
+/// Prometheus 2.42 refuses a whole remote write for one sample out of
+/// bounds. Re-sent in parts, the good series get in and are acknowledged.
+#[test]
+fn a_refused_remote_write_still_delivers_its_good_series() {
+    let prom = Prometheus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let man = dir.path().join("m.ndjson");
+    let write = format!("{}/api/v1/write", prom.url());
+    let now = now_ms();
+    // A recent sample sets the head's time: samples an hour older than it
+    // are out of bounds.
+    let o = push(
+        &["--remote-write", &write, "-q"],
+        metric_rec(r#"{"__name__":"clock"}"#, now, "1").as_bytes(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut text = String::new();
+    for i in 0..3 {
+        for s in ["a", "b"] {
+            text += &metric_rec(
+                &format!(r#"{{"__name__":"m","s":"{s}"}}"#),
+                now - 60_000 + i * 1000,
+                "2",
+            );
+        }
+    }
+    text += &metric_rec(r#"{"__name__":"m","s":"old"}"#, now - 2 * 3600 * 1000, "3");
+    let o = push(
+        &[
+            "--remote-write",
+            &write,
+            "--manifest",
+            s(&man),
+            "--max-concurrent-writes",
+            "1",
+            "-q",
+        ],
+        text.as_bytes(),
+    );
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let status: std::collections::BTreeMap<String, String> = manifest_fragments(&man)
+        .iter()
+        .map(|f| {
+            (
+                f["labels"]["s"].as_str().unwrap().to_string(),
+                f["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        status,
+        [("a", "ok"), ("b", "ok"), ("old", "rejected")]
+            .map(|(a, s)| (a.to_string(), s.to_string()))
+            .into(),
+    );
+    let o = verify(&["--manifest", s(&man), "--prometheus", &prom.url()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
