@@ -815,20 +815,9 @@ fn a_partly_refused_loki_push_keeps_the_accepted_fragments_verifiable() {
         text.as_bytes(),
     );
     assert_eq!(code(&o), 1, "entries were refused: {}", stderr(&o));
-    let status: std::collections::BTreeMap<String, String> = manifest_fragments(&man)
-        .iter()
-        .map(|f| {
-            (
-                f["labels"]["app"].as_str().unwrap().to_string(),
-                f["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
     assert_eq!(
-        status,
-        [("a", "ok"), ("b", "ok"), ("c", "ok"), ("old", "rejected")]
-            .map(|(a, s)| (a.to_string(), s.to_string()))
-            .into(),
+        statuses_by(&man, "app"),
+        string_map([("a", "ok"), ("b", "ok"), ("c", "ok"), ("old", "rejected")])
     );
     let r = report(&rep);
     assert_eq!(
@@ -909,20 +898,9 @@ fn a_refused_remote_write_still_delivers_its_good_series() {
         text.as_bytes(),
     );
     assert_eq!(code(&o), 1, "{}", stderr(&o));
-    let status: std::collections::BTreeMap<String, String> = manifest_fragments(&man)
-        .iter()
-        .map(|f| {
-            (
-                f["labels"]["s"].as_str().unwrap().to_string(),
-                f["status"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
     assert_eq!(
-        status,
-        [("a", "ok"), ("b", "ok"), ("old", "rejected")]
-            .map(|(a, s)| (a.to_string(), s.to_string()))
-            .into(),
+        statuses_by(&man, "s"),
+        string_map([("a", "ok"), ("b", "ok"), ("old", "rejected")])
     );
     let o = verify(&["--manifest", s(&man), "--prometheus", &prom.url()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));

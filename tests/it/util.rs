@@ -113,6 +113,29 @@ pub fn manifest_fragments(manifest: &Path) -> Vec<serde_json::Value> {
     frags
 }
 
+/// The final status of each fragment, by the value of one of its labels.
+pub fn statuses_by(manifest: &Path, label: &str) -> std::collections::BTreeMap<String, String> {
+    manifest_fragments(manifest)
+        .iter()
+        .map(|f| {
+            (
+                f["labels"][label].as_str().unwrap_or_default().to_string(),
+                f["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `[(k, v), ..]` as the map `statuses_by` returns.
+pub fn string_map<const N: usize>(
+    pairs: [(&str, &str); N],
+) -> std::collections::BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub fn lines_sorted(bytes: &[u8]) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8_lossy(bytes)
         .lines()
