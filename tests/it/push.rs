@@ -20,7 +20,7 @@ fn file_sink_holds_exactly_the_input_and_the_manifest_counts_it() {
         "1300",
     ]);
     let (out, man) = (dir.path().join("out.ndjson"), dir.path().join("m.ndjson"));
-    let o = push(
+    push_ok(
         &[
             "--file",
             out.to_str().unwrap(),
@@ -32,7 +32,6 @@ fn file_sink_holds_exactly_the_input_and_the_manifest_counts_it() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     // The file sink writes the record format, so the stored records are the
     // input records, line for line.
     assert_eq!(
@@ -101,7 +100,7 @@ fn prometheus_holds_every_acknowledged_sample() {
     let dir = tempfile::tempdir().unwrap();
     let man = dir.path().join("m.ndjson");
     let url = format!("{}/api/v1/write", prom.url());
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &url,
@@ -113,7 +112,6 @@ fn prometheus_holds_every_acknowledged_sample() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(trailer(&man)["entries"]["ok"], n_input as u64);
     let q = "{invocation=\"promtest\"}[1h]";
     let (code, body) = http_get(
@@ -157,7 +155,7 @@ fn victoriametrics_holds_every_acknowledged_sample() {
     let dir = tempfile::tempdir().unwrap();
     let man = dir.path().join("m.ndjson");
     let url = format!("{}/api/v1/write", vm.url());
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &url,
@@ -167,7 +165,6 @@ fn victoriametrics_holds_every_acknowledged_sample() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     vm.force_flush();
     let (code, body) = http_get(
         &vm.url(),
@@ -309,7 +306,7 @@ fn skip_mode_counts_and_reports_invalid_lines() {
         dir.path().join("m"),
         dir.path().join("r.json"),
     );
-    let o = push(
+    push_ok(
         &[
             "--file",
             out.to_str().unwrap(),
@@ -323,7 +320,6 @@ fn skip_mode_counts_and_reports_invalid_lines() {
         ],
         &with_bad_line_11(b"garbage"),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(trailer(&man)["entries"]["ok"], 20);
     assert_eq!(trailer(&man)["skipped_lines"], 1);
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
@@ -423,7 +419,7 @@ fn bad_flags_and_files_name_the_flag() {
 fn raw_lines_replay_with_labels_and_increasing_timestamps() {
     let loki = LokiServer::start(LokiConfig::default());
     let text: String = (0..500).map(|i| format!("GET /item/{i} 200\n")).collect();
-    let o = push(
+    push_ok(
         &[
             "--format",
             "raw",
@@ -437,7 +433,6 @@ fn raw_lines_replay_with_labels_and_increasing_timestamps() {
         ],
         text.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let streams = loki.streams();
     assert_eq!(streams.len(), 1);
     assert_eq!(streams[0].0.get("job").map(String::as_str), Some("replay"));
@@ -501,7 +496,7 @@ fn transient_failures_are_retried_until_acknowledged_once() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let (man, rep) = (dir.path().join("m"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &[
             "--loki",
             &proxy.url(),
@@ -517,7 +512,6 @@ fn transient_failures_are_retried_until_acknowledged_once() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(loki.entry_count(), 3000);
     assert_eq!(trailer(&man)["entries"]["ok"], 3000);
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&rep).unwrap()).unwrap();
@@ -652,7 +646,7 @@ fn tenant_auth_and_headers_are_sent_and_secrets_stay_out_of_every_record() {
         "--count",
         "300",
     ]);
-    let o = push(
+    let o = push_ok(
         &[
             "--loki",
             &proxy.url(),
@@ -669,7 +663,6 @@ fn tenant_auth_and_headers_are_sent_and_secrets_stay_out_of_every_record() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(loki.entry_count_in("team-a"), 600);
     let pushes: Vec<_> = proxy
         .log()
@@ -759,11 +752,10 @@ fn prometheus_many_interleaved_series_verify_clean() {
     let dir = tempfile::tempdir().unwrap();
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
     let url = format!("{}/api/v1/write", prom.url());
-    let o = push(
+    push_ok(
         &["--remote-write", &url, "--manifest", s(&man), "-q"],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(trailer(&man)["entries"]["ok"], 36_000);
     let o = verify(&[
         "--manifest",
@@ -869,11 +861,10 @@ fn a_refused_remote_write_still_delivers_its_good_series() {
     let now = now_ms();
     // A recent sample sets the head's time: samples an hour older than it
     // are out of bounds.
-    let o = push(
+    push_ok(
         &["--remote-write", &write, "-q"],
         metric_rec(r#"{"__name__":"clock"}"#, now, "1").as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let mut text = String::new();
     for i in 0..3 {
         for s in ["a", "b"] {

@@ -44,11 +44,10 @@ fn loki_non_adjacent_repeat_of_an_entry_is_not_a_loss() {
     ]
     .concat();
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
         input.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(loki.entry_count(), 2, "Loki keeps (ts, line) once");
     let o = verify(&[
         "--manifest",
@@ -81,11 +80,10 @@ fn loki_service_name_of_another_series_is_not_taken_for_the_discovered_one() {
         );
     }
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
         input.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let o = verify(&[
         "--manifest",
         s(&man),
@@ -114,7 +112,7 @@ fn victoriametrics_rounding_of_long_values_is_not_altered() {
         input += &metric_rec(l, t + i as i64 * 1000, v);
     }
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &format!("{}/api/v1/write", vm.url()),
@@ -124,7 +122,6 @@ fn victoriametrics_rounding_of_long_values_is_not_altered() {
         ],
         input.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     vm.force_flush();
     let o = verify(&[
         "--manifest",
@@ -165,7 +162,7 @@ fn victoriametrics_mixed_magnitudes_verify_clean_and_a_changed_value_does_not() 
     }
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
     let url = format!("{}/api/v1/write", vm.url());
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &url,
@@ -177,7 +174,6 @@ fn victoriametrics_mixed_magnitudes_verify_clean_and_a_changed_value_does_not() 
         ],
         input.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     vm.force_flush();
     let args = [
         "--manifest",
@@ -218,7 +214,7 @@ fn victoriametrics_mixed_magnitudes_verify_clean_and_a_changed_value_does_not() 
     );
     let changed = input.replacen(line, altered.trim_end(), 1);
     let man2 = dir.path().join("m2.ndjson");
-    let o = push(
+    push_ok(
         &[
             "--null",
             "--manifest",
@@ -229,7 +225,6 @@ fn victoriametrics_mixed_magnitudes_verify_clean_and_a_changed_value_does_not() 
         ],
         changed.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let args = [
         "--manifest",
         s(&man2),
@@ -447,7 +442,7 @@ fn victoriametrics_nan_samples_are_not_reported_as_lost() {
     ]
     .concat();
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &format!("{}/api/v1/write", vm.url()),
@@ -457,7 +452,6 @@ fn victoriametrics_nan_samples_are_not_reported_as_lost() {
         ],
         input.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     vm.force_flush();
     let o = verify(&[
         "--manifest",
@@ -500,11 +494,10 @@ fn victoriametrics_nan_fragment_with_rounded_values_verifies_clean() {
         .collect();
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
     let url = format!("{}/api/v1/write", vm.url());
-    let o = push(
+    push_ok(
         &["--remote-write", &url, "--manifest", s(&man), "-q"],
         input.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     vm.force_flush();
     let args = [
         "--manifest",
@@ -537,11 +530,10 @@ fn loki_ties_at_a_page_boundary_across_matching_streams_are_exact() {
     }
     input += &log_rec(r#"{"app":"tie"}"#, t + 1, "after");
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
         input.as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let o = verify(&[
         "--manifest",
         s(&man),

@@ -136,6 +136,39 @@ pub fn string_map<const N: usize>(
         .collect()
 }
 
+/// `looker-gen --metrics` output: `n_series` series of `count` samples 1 s
+/// apart from five minutes ago (Prometheus takes them), plus `extra` flags.
+pub fn recent_metrics(seed: u64, n_series: usize, count: usize, extra: &[&str]) -> Vec<u8> {
+    let (seed, n, c, start) = (
+        seed.to_string(),
+        n_series.to_string(),
+        count.to_string(),
+        recent_start(),
+    );
+    let mut args = vec![
+        "--metrics",
+        "--seed",
+        &seed,
+        "--start-time",
+        &start,
+        "--n-series",
+        &n,
+        "--count",
+        &c,
+        "--time-increment",
+        "1s",
+    ];
+    args.extend_from_slice(extra);
+    gen(&args)
+}
+
+/// `looker-push` that must succeed.
+pub fn push_ok(args: &[&str], stdin: &[u8]) -> Output {
+    let o = push(args, stdin);
+    assert!(o.status.success(), "looker-push {args:?}: {}", stderr(&o));
+    o
+}
+
 pub fn lines_sorted(bytes: &[u8]) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8_lossy(bytes)
         .lines()

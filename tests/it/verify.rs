@@ -121,11 +121,10 @@ fn loki_ok_then_deleted_altered_and_inserted_entries_are_found() {
         "3000",
     ]);
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
 
     let args = [
         "--manifest",
@@ -171,21 +170,9 @@ fn loki_ok_then_deleted_altered_and_inserted_entries_are_found() {
 fn prometheus_query_and_remote_read_agree_and_see_a_gap() {
     let prom = Prometheus::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = gen(&[
-        "--metrics",
-        "--seed",
-        "2",
-        "--start-time",
-        &recent_start(),
-        "--n-series",
-        "3",
-        "--count",
-        "250",
-        "--time-increment",
-        "1s",
-    ]);
+    let input = recent_metrics(2, 3, 250, &[]);
     let man = dir.path().join("m.ndjson");
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &format!("{}/api/v1/write", prom.url()),
@@ -195,7 +182,6 @@ fn prometheus_query_and_remote_read_agree_and_see_a_gap() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     for api in ["query", "remote-read"] {
         let o = verify(&[
             "--manifest",
@@ -249,21 +235,9 @@ fn prometheus_query_and_remote_read_agree_and_see_a_gap() {
 fn victoriametrics_ok() {
     let vm = VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = gen(&[
-        "--metrics",
-        "--seed",
-        "4",
-        "--start-time",
-        &recent_start(),
-        "--n-series",
-        "3",
-        "--count",
-        "200",
-        "--time-increment",
-        "1s",
-    ]);
+    let input = recent_metrics(4, 3, 200, &[]);
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &format!("{}/api/v1/write", vm.url()),
@@ -273,7 +247,6 @@ fn victoriametrics_ok() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let o = verify(&[
         "--manifest",
         s(&man),
@@ -315,7 +288,7 @@ fn prometheus_samples_deleted_by_the_admin_api_are_named_exactly() {
         "promdel",
     ]);
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &format!("{}/api/v1/write", prom.url()),
@@ -327,7 +300,6 @@ fn prometheus_samples_deleted_by_the_admin_api_are_named_exactly() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let args = [
         "--manifest",
         s(&man),
@@ -385,23 +357,9 @@ fn prometheus_samples_deleted_by_the_admin_api_are_named_exactly() {
 fn victoriametrics_deleted_series_is_named_exactly() {
     let vm = VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
-    let input = gen(&[
-        "--metrics",
-        "--seed",
-        "13",
-        "--start-time",
-        &recent_start(),
-        "--n-series",
-        "3",
-        "--count",
-        "120",
-        "--time-increment",
-        "1s",
-        "--invocation-id",
-        "vmdel",
-    ]);
+    let input = recent_metrics(13, 3, 120, &["--invocation-id", "vmdel"]);
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
-    let o = push(
+    push_ok(
         &[
             "--remote-write",
             &format!("{}/api/v1/write", vm.url()),
@@ -413,7 +371,6 @@ fn victoriametrics_deleted_series_is_named_exactly() {
         ],
         &input,
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     let args = [
         "--manifest",
         s(&man),
@@ -666,11 +623,10 @@ fn small_metric_fragments_verify_exactly_in_both_stores() {
     let flags = ["--fragment-size", "2", "-q"];
     // What a store that lost sample 5 of s2 was told it holds.
     let full = dir.path().join("full.ndjson");
-    let o = push(
+    push_ok(
         &[&["--null", "--manifest", s(&full)], &flags[..]].concat(),
         records(None).as_bytes(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         std::fs::read_to_string(&full)
             .unwrap()
