@@ -815,9 +815,110 @@ pub struct Fragment {
     pub edges: Option<Box<Edges>>,
     pub maybe_duplicated: bool,
     pub reason: Option<String>,
+    /// Set when consecutive small fragments were read as one (see
+    /// `Fragment::absorb`).
+    pub merged: Option<Box<Merged>>,
 }
 
+/// Small acknowledged fragments of a series read as one: how many, and
+/// the last one's id (`Fragment::id` is the first's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merged {
+    pub parts: u64,
+    pub last_id: u64,
+}
+
+/// Fragments of at most this many entries are merged on loading...
+pub const MERGE_FRAGMENTS_UP_TO: u64 = 16;
+/// ...into runs of at most this many.
+pub const MERGED_UP_TO: u64 = 1024;
+
 impl Fragment {
+    /// The fragments of the manifest this one stands for.
+    pub fn parts(&self) -> u64 {
+        self.merged.as_ref().map_or(1, |m| m.parts)
+    }
+
+    /// Whether the fragment may be merged with its neighbours: small,
+    /// acknowledged once, and on an exact time grid (its entries `step`
+    /// apart, or a single one).
+    fn mergeable(&self) -> bool {
+        self.count <= MERGE_FRAGMENTS_UP_TO && self.mergeable_run()
+    }
+
+    /// Takes `next` (mergeable, of the same series) into this run of
+    /// fragments if it continues it: same run, the next entries of the
+    /// same time grid, and sums that add up. A paced push makes fragments
+    /// of one to three entries; read one by one they cost the verifier
+    /// about a kilobyte each. The merged fragment is checked as one: its
+    /// checksums are the sums of the parts', and its step still names
+    /// every missing timestamp.
+    fn absorb(&mut self, next: &Fragment) -> bool {
+        if !next.mergeable()
+            || !self.mergeable_run()
+            || self.run != next.run
+            || self.count + next.count > MERGED_UP_TO
+        {
+            return false;
+        }
+        let gap = next.first_ts.checked_sub(self.last_ts);
+        let step = match (gap, self.step, next.step) {
+            (Some(g), a, b)
+                if g > 0 && a.map_or(true, |a| a == g) && b.map_or(true, |b| b == g) =>
+            {
+                g
+            }
+            _ => return false,
+        };
+        let checksum12 = match (self.checksum12, next.checksum12) {
+            (Some(a), Some(b)) => Some(a.wrapping_add(b)),
+            (None, None) => None,
+            _ => return false,
+        };
+        // Value sums of different scales do not add up; they only serve
+        // stores that round values, for which nothing is merged.
+        let values = match (&self.values, &next.values) {
+            (Some(a), Some(b)) => a.merged(b).map(Box::new),
+            _ => None,
+        };
+        let edges = match (&self.edges, &next.edges) {
+            (Some(a), Some(b)) => Some(Box::new(Edges {
+                first: a.first.clone(),
+                last: b.last.clone(),
+            })),
+            (None, None) => None,
+            _ => return false,
+        };
+        self.merged = Some(Box::new(Merged {
+            parts: self.parts() + next.parts(),
+            last_id: next.merged.as_ref().map_or(next.id, |m| m.last_id),
+        }));
+        self.count += next.count;
+        self.last_ts = next.last_ts;
+        self.step = Some(step);
+        self.checksum = self.checksum.wrapping_add(next.checksum);
+        self.checksum12 = checksum12;
+        self.values = values;
+        self.edges = edges;
+        true
+    }
+
+    /// `mergeable`, whatever the size (a run merged so far).
+    fn mergeable_run(&self) -> bool {
+        self.status == Status::Ok
+            && !self.maybe_duplicated
+            && self.nan.is_none()
+            && self.reason.is_none()
+            && match (self.count, self.step) {
+                (1, _) => self.first_ts == self.last_ts,
+                (n, Some(step)) => {
+                    step > 0
+                        && self.last_ts.checked_sub(self.first_ts) == Some(step * (n as i64 - 1))
+                }
+                _ => false,
+            }
+    }
+
     /// The fragment as a store that drops NaN values holds it: without its
     /// NaN samples, and with no step (its timestamps are no longer evenly
     /// spaced). Unchanged when it has none.
@@ -900,10 +1001,90 @@ fn parse_ts_field(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("invalid timestamp {s:?}"))
 }
 
-/// Reads and merges manifests. A fragment seen several times keeps its last
-/// line; a fragment still `pending` at the end becomes `unknown`.
-pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
+/// Which fragments of a run have their final status, by id.
+#[derive(Default)]
+struct Settled {
+    bits: Vec<u64>,
+    /// Ids too large for `bits` (not made by looker-push).
+    big: std::collections::HashSet<u64>,
+}
+
+impl Settled {
+    fn contains(&self, id: u64) -> bool {
+        match usize::try_from(id / 64) {
+            Ok(w) if id < 1 << 32 => self.bits.get(w).is_some_and(|b| b >> (id % 64) & 1 == 1),
+            _ => self.big.contains(&id),
+        }
+    }
+
+    fn insert(&mut self, id: u64) {
+        if id < 1 << 32 {
+            let w = (id / 64) as usize;
+            if self.bits.len() <= w {
+                self.bits.resize(w + 1, 0);
+            }
+            self.bits[w] |= 1 << (id % 64);
+        } else {
+            self.big.insert(id);
+        }
+    }
+}
+
+/// Fragments with their final status, per series, as they are read.
+struct Finals {
+    done: Vec<Vec<Fragment>>,
+    /// Per series, the run of small fragments being merged.
+    open: Vec<Option<Fragment>>,
+    merge_small: bool,
+}
+
+impl Finals {
+    fn settle(&mut self, series: u32, frag: Fragment) {
+        let i = series as usize;
+        if self.done.len() <= i {
+            self.done.resize_with(i + 1, Vec::new);
+            self.open.resize_with(i + 1, || None);
+        }
+        if self.merge_small && frag.mergeable() {
+            if let Some(run) = self.open[i].as_mut() {
+                if run.absorb(&frag) {
+                    return;
+                }
+            }
+            if let Some(run) = self.open[i].replace(frag) {
+                self.done[i].push(run);
+            }
+        } else {
+            // Anything else of the series ends its run: a merged run never
+            // spans a fragment that is not in it.
+            if let Some(run) = self.open[i].take() {
+                self.done[i].push(run);
+            }
+            self.done[i].push(frag);
+        }
+    }
+}
+
+/// Reads and merges manifests. A fragment's final status (its outcome, or
+/// a line with a final status) is its last word: lines about it after
+/// that are ignored, so a manifest concatenated twice counts once. A
+/// fragment still `pending` at the end becomes `unknown`.
+///
+/// With `merge_small`, consecutive small acknowledged fragments of a
+/// series on one time grid are read as one (`Fragment::absorb`), as they
+/// are read, so memory follows the merged runs, not the fragments. Only
+/// for stores that keep values exactly: a merged run's checksums are
+/// exact, but its value sums are kept only while its parts share a scale,
+/// and the tolerance of a store that rounds values (VictoriaMetrics)
+/// would grow with the run.
+pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestError> {
     let mut out = Loaded::default();
+    let mut finals = Finals {
+        done: Vec::new(),
+        open: Vec::new(),
+        merge_small,
+    };
+    let mut settled: HashMap<Arc<str>, Settled> = HashMap::new();
     // (run, id) -> (series, fragment)
     // Series are interned: a manifest repeats each label set once per
     // fragment line, and keeping a copy per fragment dominated memory.
@@ -1117,22 +1298,37 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
                         edges,
                         maybe_duplicated: f.maybe_duplicated,
                         reason: f.reason,
+                        merged: None,
                     };
-                    frags.insert((run, f.id), (idx, frag));
+                    if settled.get(&run).is_some_and(|s| s.contains(f.id)) {
+                        continue;
+                    }
+                    if frag.status == Status::Pending {
+                        frags.insert((run, f.id), (idx, frag));
+                    } else {
+                        frags.remove(&(run.clone(), f.id));
+                        settled.entry(run).or_default().insert(f.id);
+                        finals.settle(idx, frag);
+                    }
                 }
                 "outcome" => {
                     let o: OutcomeLine =
                         serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
                     let run = intern_run(&mut run_ids, &o.run);
+                    if o.status == Status::Pending {
+                        continue;
+                    }
                     for id in o.ids {
                         // A fragment not described (a manifest filtered by
                         // hand): the outcome claims nothing about others.
-                        let Some((_, frag)) = frags.get_mut(&(run.clone(), id)) else {
+                        let Some((idx, mut frag)) = frags.remove(&(run.clone(), id)) else {
                             continue;
                         };
                         frag.status = o.status;
                         frag.maybe_duplicated = o.maybe_duplicated;
                         frag.reason.clone_from(&o.reason);
+                        settled.entry(run.clone()).or_default().insert(id);
+                        finals.settle(idx, frag);
                     }
                 }
                 other => return Err(perr(format!("unknown line kind {other:?}"))),
@@ -1146,15 +1342,20 @@ pub fn load(paths: &[PathBuf]) -> Result<Loaded, ManifestError> {
         }
     }
     drop(series_ids);
-    let mut grouped: Vec<Vec<Fragment>> = vec![Vec::new(); series_list.len()];
     for (_, (sid, mut frag)) in frags {
-        if frag.status == Status::Pending {
-            frag.status = Status::Unknown;
-            frag.reason
-                .get_or_insert_with(|| "no outcome recorded (the push did not finish)".into());
-        }
-        grouped[sid as usize].push(frag);
+        frag.status = Status::Unknown;
+        frag.reason
+            .get_or_insert_with(|| "no outcome recorded (the push did not finish)".into());
+        finals.settle(sid, frag);
     }
+    let Finals { mut done, open, .. } = finals;
+    done.resize_with(series_list.len(), Vec::new);
+    for (i, run) in open.into_iter().enumerate() {
+        if let Some(run) = run {
+            done[i].push(run);
+        }
+    }
+    let grouped = done;
     for (labels, frags) in series_list.into_iter().zip(grouped) {
         if !frags.is_empty() {
             out.series.insert(labels, frags);
@@ -1225,7 +1426,7 @@ mod tests {
         w.record(&[a], Status::Ok, 1, false, None).unwrap();
         // No outcome for b, no trailer: as if the pusher was killed.
         drop(w);
-        let loaded = load(&[path]).unwrap();
+        let loaded = load(&[path], true).unwrap();
         let frags = &loaded.series.values().next().unwrap();
         assert_eq!(frags.len(), 2);
         assert_eq!(frags[0].status, Status::Ok);
@@ -1252,7 +1453,7 @@ mod tests {
         let mut all = std::fs::read(&p1).unwrap();
         all.extend(std::fs::read(&p2).unwrap());
         std::fs::write(&cat, all).unwrap();
-        let loaded = load(&[cat]).unwrap();
+        let loaded = load(&[cat], true).unwrap();
         assert_eq!(
             loaded.fragment_count(),
             2,
@@ -1275,7 +1476,7 @@ mod tests {
         });
         w.record(&[m], Status::Ok, 1, false, None).unwrap();
         drop(w);
-        let loaded = load(&[path]).unwrap();
+        let loaded = load(&[path], true).unwrap();
         let f = loaded.series.values().next().unwrap()[0].clone();
         assert_eq!(f.nan.map(|n| n.count), Some(2));
         let g = f.without_nan();
@@ -1384,7 +1585,7 @@ mod tests {
             frag_lines[2]
         );
 
-        let loaded = load(&[path]).unwrap();
+        let loaded = load(&[path], true).unwrap();
         assert!(loaded.unfinished_runs.is_empty());
         let find = |id: u64| {
             loaded
@@ -1488,6 +1689,84 @@ mod tests {
         }
     }
 
+    /// Consecutive small acknowledged fragments on one time grid are read
+    /// as one; anything else ends the run.
+    #[test]
+    fn small_fragments_merge_only_along_one_grid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
+        let s = series(&[("__name__", "up")]);
+        // (id, timestamps, status, maybe_duplicated)
+        let plan: Vec<(u64, Vec<i64>, Status, bool)> = vec![
+            (0, vec![10, 20], Status::Ok, false),
+            (1, vec![30], Status::Ok, false),
+            (2, vec![40, 50, 60], Status::Ok, false),
+            // A gap of two steps: a new run.
+            (3, vec![80], Status::Ok, false),
+            (4, vec![90], Status::Ok, false),
+            // Refused: ends the run, even though it is on the grid.
+            (5, vec![100], Status::Rejected, false),
+            (6, vec![110], Status::Ok, false),
+            // Sent twice: not merged.
+            (7, vec![120], Status::Ok, true),
+            (8, vec![130], Status::Ok, false),
+            // Another step inside: not merged with 8.
+            (9, vec![140, 145], Status::Ok, false),
+            // Too large to merge (more than MERGE_FRAGMENTS_UP_TO).
+            (
+                10,
+                (0..20).map(|i| 150 + i * 5).collect(),
+                Status::Ok,
+                false,
+            ),
+        ];
+        for (id, ts, status, dup) in &plan {
+            let samples: Vec<(i64, f64)> = ts.iter().map(|&t| (t, t as f64)).collect();
+            let m = series_meta(*id, &s, &samples);
+            w.record(std::slice::from_ref(&m), Status::Pending, 0, false, None)
+                .unwrap();
+            w.record_outcome(&[m], *status, 1, *dup, None).unwrap();
+        }
+        drop(w);
+        let got = |merge| -> Vec<(u64, u64, u64, i64, i64)> {
+            let loaded = load(std::slice::from_ref(&path), merge).unwrap();
+            loaded
+                .series
+                .values()
+                .next()
+                .unwrap()
+                .iter()
+                .map(|f| (f.id, f.parts(), f.count, f.first_ts, f.last_ts))
+                .collect()
+        };
+        assert_eq!(
+            got(true),
+            [
+                (0, 3, 6, 10, 60),
+                (3, 2, 2, 80, 90),
+                (5, 1, 1, 100, 100),
+                (6, 1, 1, 110, 110),
+                (7, 1, 1, 120, 120),
+                (8, 1, 1, 130, 130),
+                (9, 1, 2, 140, 145),
+                (10, 1, 20, 150, 245),
+            ]
+        );
+        assert_eq!(got(false).len(), plan.len());
+        let loaded = load(std::slice::from_ref(&path), true).unwrap();
+        let run = &loaded.series.values().next().unwrap()[0];
+        assert_eq!(
+            (run.step, run.merged.as_ref().map(|m| m.last_id)),
+            (Some(10), Some(2))
+        );
+        // The merged checksums are the sums of the parts'.
+        let single = load(&[path], false).unwrap();
+        let parts = &single.series.values().next().unwrap()[..3];
+        let sum = parts.iter().fold(0u64, |a, f| a.wrapping_add(f.checksum));
+        assert_eq!(run.checksum, sum);
+    }
+
     #[test]
     fn a_one_entry_log_fragment_gets_its_edges_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -1501,7 +1780,7 @@ mod tests {
         w.record(&[m.clone()], Status::Ok, 1, false, None).unwrap();
         drop(w);
         assert!(!std::fs::read_to_string(&path).unwrap().contains("edges"));
-        let f = load(&[path]).unwrap().series.values().next().unwrap()[0].clone();
+        let f = load(&[path], true).unwrap().series.values().next().unwrap()[0].clone();
         assert_eq!(f.edges.map(|e| *e), m.edges);
     }
 
@@ -1522,7 +1801,7 @@ mod tests {
         ]
         .join("\n");
         std::fs::write(&path, text).unwrap();
-        let loaded = load(&[path]).unwrap();
+        let loaded = load(&[path], true).unwrap();
         let (labels, frags) = loaded.series.iter().next().unwrap();
         assert_eq!(labels.to_json(), r#"{"__name__":"up"}"#);
         let f = &frags[0];
@@ -1549,7 +1828,9 @@ mod tests {
             text.replace(r#"["1000","2.0"]"#, r#"["1000","2.5"]"#),
         )
         .unwrap();
-        let err = load(std::slice::from_ref(&path)).unwrap_err().to_string();
+        let err = load(std::slice::from_ref(&path), true)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("m.ndjson:3") && err.contains("checksum"),
             "{err}"
@@ -1565,7 +1846,9 @@ mod tests {
         let head = std::fs::read_to_string(&path).unwrap();
         let bad = r#"{"kind":"fragment","run":"r1","id":1,"status":"ok","sid":4,"count":1,"first_ts":"1","checksum":"01"}"#;
         std::fs::write(&path, format!("{head}{bad}\n")).unwrap();
-        let err = load(std::slice::from_ref(&path)).unwrap_err().to_string();
+        let err = load(std::slice::from_ref(&path), true)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("m.ndjson:2") && err.contains("series 4"),
             "{err}"
@@ -1574,7 +1857,7 @@ mod tests {
         // filtered by hand) makes no claim.
         let stray = r#"{"kind":"outcome","run":"r1","ids":[9],"status":"ok"}"#;
         std::fs::write(&path, format!("{head}{stray}\n")).unwrap();
-        assert_eq!(load(&[path]).unwrap().fragment_count(), 0);
+        assert_eq!(load(&[path], true).unwrap().fragment_count(), 0);
     }
 
     /// A manifest cut at any byte (the pusher killed mid-write), with
@@ -1618,7 +1901,7 @@ mod tests {
         let cut = dir.path().join("cut.ndjson");
         for k in 0..=bytes.len() {
             std::fs::write(&cut, &bytes[..k]).unwrap();
-            let loaded = match load(std::slice::from_ref(&cut)) {
+            let loaded = match load(std::slice::from_ref(&cut), true) {
                 Ok(l) => l,
                 Err(ManifestError::NoHeader { .. }) if k < text.find('\n').unwrap() + 1 => continue,
                 Err(e) => panic!("cut at byte {k}: {e}"),
@@ -1673,7 +1956,7 @@ mod tests {
         .unwrap();
         w.finish(0, false, None).unwrap();
         drop(w);
-        let loaded = load(&[path]).unwrap();
+        let loaded = load(&[path], true).unwrap();
         let ok: Vec<String> = loaded
             .series
             .iter()
@@ -1721,7 +2004,7 @@ mod tests {
         )
         .unwrap();
         drop(w);
-        let loaded = load(&[path]).unwrap();
+        let loaded = load(&[path], true).unwrap();
         let f = &loaded.series.values().next().unwrap()[0];
         assert_eq!((f.id, f.status), (2, Status::Ok));
     }
@@ -1768,7 +2051,7 @@ mod tests {
         // w1 numbers a, b, a_again, and b again: w2 numbered b in between
         // (a key remembers one writer). w2 numbers b, a, a_again.
         assert_eq!((series_lines(&p1), series_lines(&p2)), (4, 3));
-        let loaded = load(&[p1, p2]).unwrap();
+        let loaded = load(&[p1, p2], false).unwrap();
         let per: Vec<(String, Vec<u64>)> = loaded
             .series
             .iter()
@@ -1792,9 +2075,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.ndjson");
         std::fs::write(&path, "{\"kind\":\"nonsense\"}\n").unwrap();
-        let err = load(std::slice::from_ref(&path)).unwrap_err().to_string();
+        let err = load(std::slice::from_ref(&path), true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("m.ndjson:1"), "{err}");
         std::fs::write(&path, "").unwrap();
-        assert!(matches!(load(&[path]), Err(ManifestError::NoHeader { .. })));
+        assert!(matches!(
+            load(&[path], true),
+            Err(ManifestError::NoHeader { .. })
+        ));
     }
 }

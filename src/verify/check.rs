@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::checksum::{self, Digest, ValueSums};
 use crate::labels::LabelSet;
-use crate::manifest::{Edges, Fragment, Status};
+use crate::manifest::{Edges, Fragment, Merged, Status};
 
 /// Largest step grid tracked per group, in entries. A fragment is one push
 /// batch, far smaller than this; beyond it the checker falls back to counts.
@@ -115,7 +115,8 @@ pub struct Finding {
     pub discrepancy: bool,
     pub series: LabelSet,
     /// (run, fragment id) of every fragment the finding is about.
-    pub fragments: Vec<(Arc<str>, u64)>,
+    /// (run, id, and for a run of merged fragments how many and the last id).
+    pub fragments: Vec<(Arc<str>, u64, Option<Merged>)>,
     /// In the manifest's native unit (ns for logs, ms for metrics).
     pub first_ts: Option<i64>,
     pub last_ts: Option<i64>,
@@ -290,21 +291,21 @@ impl Group {
         }
     }
 
-    fn frag_ids(&self, units: &[usize]) -> Vec<(Arc<str>, u64)> {
+    fn frag_ids(&self, units: &[usize]) -> Vec<(Arc<str>, u64, Option<Merged>)> {
         let mut ids = Vec::new();
         for &u in units {
             for &i in &self.units[u].frags {
                 let f = &self.fragments[i];
-                ids.push((f.run.clone(), f.id));
+                ids.push((f.run.clone(), f.id, f.merged.as_deref().copied()));
             }
         }
         ids
     }
 
-    fn all_ids(&self) -> Vec<(Arc<str>, u64)> {
+    fn all_ids(&self) -> Vec<(Arc<str>, u64, Option<Merged>)> {
         self.fragments
             .iter()
-            .map(|f| (f.run.clone(), f.id))
+            .map(|f| (f.run.clone(), f.id, f.merged.as_deref().copied()))
             .collect()
     }
 
@@ -363,8 +364,13 @@ impl SeriesPlan {
         self.groups.iter().map(Group::expected).sum()
     }
 
+    /// Manifest fragments, counting each part of a merged run.
     pub fn fragment_count(&self) -> usize {
-        self.groups.iter().map(|g| g.fragments.len()).sum()
+        self.groups
+            .iter()
+            .flat_map(|g| &g.fragments)
+            .map(|f| f.parts() as usize)
+            .sum()
     }
 
     /// (first, last, expected entries of any status) per group, for sizing reads.
@@ -1227,6 +1233,7 @@ mod tests {
             values: None,
             maybe_duplicated: false,
             reason: None,
+            merged: None,
         }
     }
 
@@ -1253,6 +1260,7 @@ mod tests {
             edges: None,
             maybe_duplicated: false,
             reason: None,
+            merged: None,
         }
     }
 
@@ -1314,6 +1322,7 @@ mod tests {
                     })),
                     maybe_duplicated: false,
                     reason: None,
+                    merged: None,
                 }
             })
             .collect()
@@ -1465,7 +1474,7 @@ mod tests {
         let f = &r.findings[0];
         assert_eq!(f.ranges, vec![(120, 130, 2), (190, 190, 1)]);
         assert_eq!((f.expected, f.found), (Some(10), Some(7)));
-        assert_eq!(f.fragments, vec![(Arc::from("r1"), 1)]);
+        assert_eq!(f.fragments, vec![(Arc::from("r1"), 1, None)]);
     }
 
     #[test]
@@ -1669,6 +1678,7 @@ mod tests {
             values: None,
             maybe_duplicated: false,
             reason: None,
+            merged: None,
         };
         let plan = Arc::new(SeriesPlan::new(labels(), std::slice::from_ref(&f)));
         let decimal =

@@ -206,14 +206,19 @@ mod tests {
     }
 
     fn check(man: &Path, data: &Path) -> FileOutcome {
-        let loaded = load(&[man.to_path_buf()]).unwrap();
+        check_merging(man, data, true)
+    }
+
+    fn check_merging(man: &Path, data: &Path, merge: bool) -> FileOutcome {
+        let loaded = load(&[man.to_path_buf()], merge).unwrap();
+        let mode = loaded.mode.unwrap_or(Mode::Logs);
         let plans: Vec<Arc<SeriesPlan>> = loaded
             .series
             .iter()
             .map(|(l, f)| Arc::new(SeriesPlan::new(l.clone(), f)))
             .collect();
         let all = (0..plans.len()).collect();
-        check_file(data, Mode::Logs, &plans, &all).unwrap()
+        check_file(data, mode, &plans, &all).unwrap()
     }
 
     #[test]
@@ -273,5 +278,184 @@ mod tests {
         let u = &out.unexpected_series[0];
         assert_eq!(u.series, set(&[("app", "zz")]));
         assert_eq!(u.ranges, vec![(5, 9, 2)]);
+    }
+
+    /// (fails, kinds of discrepancy, every missing or unexpected
+    /// (series, kind, timestamp)).
+    type Verdict = (
+        bool,
+        BTreeSet<&'static str>,
+        BTreeSet<(usize, &'static str, i64)>,
+    );
+
+    /// What a verdict says, independent of how fragments were grouped:
+    /// whether it fails, the kinds of discrepancy, and per series every
+    /// missing and unexpected timestamp.
+    fn verdict(out: &FileOutcome) -> Verdict {
+        let mut kinds = BTreeSet::new();
+        let mut at = BTreeSet::new();
+        let mut fails = !out.unexpected_series.is_empty();
+        for (i, r) in &out.results {
+            for f in r.findings.iter().filter(|f| f.discrepancy) {
+                fails = true;
+                kinds.insert(f.kind.as_str());
+                if matches!(f.kind, Kind::Missing | Kind::Unexpected) {
+                    for &(a, b, n) in &f.ranges {
+                        let step = if n > 1 { (b - a) / (n as i64 - 1) } else { 1 };
+                        for k in 0..n as i64 {
+                            at.insert((*i, f.kind.as_str(), a + k * step));
+                        }
+                    }
+                }
+            }
+        }
+        (fails, kinds, at)
+    }
+
+    /// Merging small fragments on loading changes no verdict: pushes of
+    /// fragments of one to three entries (some refused, unknown or sent
+    /// twice), into a file that then loses, alters, repeats or gains an
+    /// entry, are judged the same with and without merging, down to every
+    /// missing and unexpected timestamp.
+    #[test]
+    fn merging_small_fragments_changes_no_verdict() {
+        use crate::batch::{BatchLimits, Batcher, Series};
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let (man, data) = (dir.path().join("m.ndjson"), dir.path().join("d.ndjson"));
+        let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
+        let (mut failed_cases, mut merged_runs) = (0, 0);
+        for case in 0..300 {
+            let _ = std::fs::remove_file(&man);
+            let mode = if case % 2 == 0 {
+                Mode::Logs
+            } else {
+                Mode::Metrics
+            };
+            let header = Header {
+                kind: "header".into(),
+                version: FORMAT_VERSION,
+                run: format!("r{case}"),
+                tool: "test".into(),
+                mode,
+                target: "file".into(),
+                url: "x".into(),
+                tenant: None,
+                started: "now".into(),
+                hash: "xxh3-64-sum".into(),
+            };
+            let w = ManifestWriter::create(&man, &header).unwrap();
+            let mut records: Vec<(usize, i64, String)> = Vec::new();
+            let mut stored: Vec<bool> = Vec::new();
+            let mut next_id = 0u64;
+            let nseries = rng.random_range(1..4usize);
+            for si in 0..nseries {
+                let labels = set(&[("s", &format!("{si}"))]);
+                let series = Arc::new(Series::new(SeriesKey::new(labels), 0));
+                let step = 10 * rng.random_range(1..3i64);
+                let mut ts = 1000;
+                let mut b = Batcher::new(
+                    mode,
+                    BatchLimits {
+                        fragment_size: 1 << 20,
+                        fragments_per_message: Some(1),
+                        max_message_bytes: 1 << 30,
+                        linger: std::time::Duration::from_secs(3600),
+                    },
+                    1,
+                );
+                for _ in 0..rng.random_range(1..12) {
+                    let size = rng.random_range(1..4);
+                    let mut out = Vec::new();
+                    let first = records.len();
+                    for _ in 0..size {
+                        // Now and then off the grid.
+                        ts += if rng.random_bool(0.05) {
+                            step / 2
+                        } else {
+                            step
+                        };
+                        let line = format!("{}", ts as f64 / 7.0);
+                        if mode == Mode::Logs {
+                            let h = crate::checksum::log_entry(ts, line.as_bytes());
+                            b.push_line(&series, 0, ts, &line, h, &mut out);
+                        } else {
+                            let v: f64 = line.parse().unwrap();
+                            let h = crate::checksum::metric_sample(ts, v);
+                            b.push_value(&series, 0, ts, v, h, &mut out);
+                        }
+                        records.push((si, ts, line));
+                    }
+                    b.flush(&mut out);
+                    let mut meta = out.remove(0).metas.remove(0);
+                    meta.id = next_id;
+                    next_id += 1;
+                    let (status, maybe_dup, kept) = match rng.random_range(0..20) {
+                        0 => (Status::Rejected, false, rng.random_bool(0.5)),
+                        1 => (Status::Unknown, false, rng.random_bool(0.5)),
+                        2 => (Status::Ok, true, true),
+                        _ => (Status::Ok, false, true),
+                    };
+                    w.record(&[meta.clone()], Status::Pending, 0, false, None)
+                        .unwrap();
+                    w.record_outcome(&[meta], status, 1, maybe_dup, None)
+                        .unwrap();
+                    stored.extend(std::iter::repeat(kept).take(records.len() - first));
+                }
+            }
+            w.finish(0, false, None).unwrap();
+            drop(w);
+            // The store's copy, then one thing happens to it.
+            let mut lines: Vec<(usize, i64, String)> = records
+                .iter()
+                .zip(&stored)
+                .filter(|(_, &k)| k)
+                .map(|(r, _)| r.clone())
+                .collect();
+            if !lines.is_empty() {
+                let i = rng.random_range(0..lines.len());
+                match rng.random_range(0..5) {
+                    0 => {
+                        lines.remove(i);
+                    }
+                    1 => lines[i].2.push('1'),
+                    2 => lines.insert(i, lines[i].clone()),
+                    3 => {
+                        let (s, t, _) = lines[i].clone();
+                        lines.insert(i + 1, (s, t + 1, "5".into()));
+                    }
+                    _ => {}
+                }
+            }
+            let mut buf = Vec::new();
+            for (si, ts, line) in &lines {
+                let mut lj = Vec::new();
+                set(&[("s", &format!("{si}"))]).write_json(&mut lj);
+                match mode {
+                    Mode::Logs => record::write_log_record(&mut buf, &lj, *ts, line),
+                    Mode::Metrics => {
+                        record::write_metric_record(&mut buf, &lj, *ts, line.parse().unwrap())
+                    }
+                }
+            }
+            std::fs::write(&data, buf).unwrap();
+            let runs = load(std::slice::from_ref(&man), true).unwrap();
+            merged_runs += runs
+                .series
+                .values()
+                .flatten()
+                .filter(|f| f.parts() > 1)
+                .count();
+            let merged = check_merging(&man, &data, true);
+            let single = check_merging(&man, &data, false);
+            assert_eq!(verdict(&merged), verdict(&single), "case {case}");
+            failed_cases += usize::from(verdict(&single).0);
+        }
+        // The mutations are seen: most cases fail, not all.
+        assert!(
+            (100..300).contains(&failed_cases),
+            "{failed_cases} of 300 fail"
+        );
+        assert!(merged_runs > 300, "only {merged_runs} merged runs");
     }
 }

@@ -38,6 +38,12 @@ pub struct Report {
 pub struct FragmentRef {
     pub run: String,
     pub id: u64,
+    /// A run of small fragments read as one: `id` is the first, this the
+    /// last, `parts` how many.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,9 +79,11 @@ impl FindingJson {
             fragments: f
                 .fragments
                 .iter()
-                .map(|(run, id)| FragmentRef {
+                .map(|(run, id, merged)| FragmentRef {
                     run: run.to_string(),
                     id: *id,
+                    last_id: merged.map(|m| m.last_id),
+                    parts: merged.map(|m| m.parts),
                 })
                 .collect(),
             first_ts: f.first_ts.map(|t| t.to_string()),
@@ -208,6 +216,12 @@ impl Report {
         );
         match f.fragments.as_slice() {
             [] => {}
+            [FragmentRef {
+                run,
+                id,
+                last_id: Some(last),
+                parts: Some(n),
+            }] => s.push_str(&format!(" fragments {run}/{id}..{last} ({n}, read as one)")),
             [one] => s.push_str(&format!(" fragment {}/{}", one.run, one.id)),
             [one, rest @ ..] => s.push_str(&format!(
                 " fragments {}/{} and {} more",
@@ -286,7 +300,7 @@ mod tests {
             kind: Kind::Missing,
             discrepancy: true,
             series: labels.clone(),
-            fragments: vec![(Arc::from("r1"), 7)],
+            fragments: vec![(Arc::from("r1"), 7, None)],
             first_ts: Some(1_700_000_000_000_000_001),
             last_ts: Some(1_700_000_000_000_000_009),
             expected: Some(9),
