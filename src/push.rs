@@ -584,9 +584,11 @@ impl LaneCtx {
         }
     }
 
-    /// Whether a rejected message may be split: the requests that splitting
-    /// costs stay within a bound of the messages sent, so a store that
-    /// refuses everything does not multiply the run's requests.
+    /// Whether a rejected message may be split: checked before each
+    /// message, so splitting stays within about 1000 + 4 requests per
+    /// message answered (plus one message's worth, up to twice its
+    /// fragments), and a store that refuses everything does not multiply
+    /// the run's requests.
     fn may_isolate(&self) -> bool {
         self.isolation_requests.load(Relaxed) < 1000 + 4 * self.messages.load(Relaxed)
     }
@@ -597,10 +599,17 @@ impl LaneCtx {
 /// the answer does not say which fragments those are. Marking them all
 /// `rejected` would leave their fate unverified. Instead the message is
 /// re-sent in halves, first to last (so a series' fragments keep their
-/// order), until each part is acknowledged or is one rejected fragment. A
-/// fragment acknowledged on its own is stored whole: Loki, Prometheus and
-/// Mimir drop an exact repeat of what they already hold. Parts are marked
-/// `maybe_duplicated`, as the first attempt may have written them too.
+/// order), until each part is acknowledged or is one rejected fragment.
+///
+/// A part acknowledged on its own is stored whole: a 2xx means every entry
+/// of it was taken or is an exact repeat of one held (Loki with unordered
+/// writes, its default, drops those; Prometheus 2.42 wrote nothing of the
+/// refused request). Parts are marked `maybe_duplicated`, as the first
+/// attempt may have written them too. Where a store kept part of the
+/// refused request and refuses the repeat (Mimir and Prometheus take an
+/// identical sample only at a series' newest timestamp), the fragment
+/// stays `rejected`: no verdict is lost, none is gained. A part given up
+/// on is `unknown`, never `failed`: the first attempt may have written it.
 async fn isolate(
     ctx: &LaneCtx,
     msg: &Message,
@@ -631,8 +640,12 @@ async fn isolate(
             todo.push(part.start..mid);
             continue;
         }
-        if d.status == Status::Ok {
-            d.maybe_duplicated = true;
+        match d.status {
+            Status::Ok => d.maybe_duplicated = true,
+            // Given up on before an answer (429s, connection errors): the
+            // first attempt at the whole message may have written it.
+            Status::Failed => d.status = Status::Unknown,
+            _ => {}
         }
         out.push((part, d));
     }

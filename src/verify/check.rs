@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::checksum::{self, Digest, ValueSums};
 use crate::labels::LabelSet;
-use crate::manifest::{Edges, Fragment, Merged, Status};
+use crate::manifest::{Edges, Fragment, Status};
 
 /// Largest step grid tracked per group, in entries. A fragment is one push
 /// batch, far smaller than this; beyond it the checker falls back to counts.
@@ -107,6 +107,10 @@ impl Kind {
     }
 }
 
+/// A fragment a finding is about: (run, id, and for a run of merged
+/// fragments its last id and how many it holds).
+pub type FragRef = (Arc<str>, u64, Option<(u64, u64)>);
+
 /// One observation about a series, a fragment or a group of fragments.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finding {
@@ -115,8 +119,7 @@ pub struct Finding {
     pub discrepancy: bool,
     pub series: LabelSet,
     /// (run, fragment id) of every fragment the finding is about.
-    /// (run, id, and for a run of merged fragments how many and the last id).
-    pub fragments: Vec<(Arc<str>, u64, Option<Merged>)>,
+    pub fragments: Vec<FragRef>,
     /// In the manifest's native unit (ns for logs, ms for metrics).
     pub first_ts: Option<i64>,
     pub last_ts: Option<i64>,
@@ -291,21 +294,21 @@ impl Group {
         }
     }
 
-    fn frag_ids(&self, units: &[usize]) -> Vec<(Arc<str>, u64, Option<Merged>)> {
+    fn frag_ids(&self, units: &[usize]) -> Vec<FragRef> {
         let mut ids = Vec::new();
         for &u in units {
             for &i in &self.units[u].frags {
                 let f = &self.fragments[i];
-                ids.push((f.run.clone(), f.id, f.merged.as_deref().copied()));
+                ids.push((f.run.clone(), f.id, f.merged_ids()));
             }
         }
         ids
     }
 
-    fn all_ids(&self) -> Vec<(Arc<str>, u64, Option<Merged>)> {
+    fn all_ids(&self) -> Vec<FragRef> {
         self.fragments
             .iter()
-            .map(|f| (f.run.clone(), f.id, f.merged.as_deref().copied()))
+            .map(|f| (f.run.clone(), f.id, f.merged_ids()))
             .collect()
     }
 

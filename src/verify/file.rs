@@ -312,11 +312,13 @@ mod tests {
         (fails, kinds, at)
     }
 
-    /// Merging small fragments on loading changes no verdict: pushes of
-    /// fragments of one to three entries (some refused, unknown or sent
-    /// twice), into a file that then loses, alters, repeats or gains an
-    /// entry, are judged the same with and without merging, down to every
-    /// missing and unexpected timestamp.
+    /// Merging small fragments on loading changes no verdict. Each case
+    /// pushes series in fragments of one to three entries (some refused,
+    /// unknown or sent twice), sometimes twice by two runs with their own
+    /// cuts (a re-push, which the store keeps twice), into a file that
+    /// then loses, alters, repeats or gains an entry; it is judged the same
+    /// with and without merging, down to every missing and unexpected
+    /// timestamp.
     #[test]
     fn merging_small_fragments_changes_no_verdict() {
         use crate::batch::{BatchLimits, Batcher, Series};
@@ -324,94 +326,109 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (man, data) = (dir.path().join("m.ndjson"), dir.path().join("d.ndjson"));
         let mut rng = rand_pcg::Pcg64::seed_from_u64(7);
-        let (mut failed_cases, mut merged_runs) = (0, 0);
-        for case in 0..300 {
+        let (mut failed_cases, mut merged_runs, mut split_runs) = (0, 0, 0);
+        for case in 0..400 {
             let _ = std::fs::remove_file(&man);
             let mode = if case % 2 == 0 {
                 Mode::Logs
             } else {
                 Mode::Metrics
             };
-            let header = Header {
-                kind: "header".into(),
-                version: FORMAT_VERSION,
-                run: format!("r{case}"),
-                tool: "test".into(),
-                mode,
-                target: "file".into(),
-                url: "x".into(),
-                tenant: None,
-                started: "now".into(),
-                hash: "xxh3-64-sum".into(),
-            };
-            let w = ManifestWriter::create(&man, &header).unwrap();
-            let mut records: Vec<(usize, i64, String)> = Vec::new();
-            let mut stored: Vec<bool> = Vec::new();
-            let mut next_id = 0u64;
-            let nseries = rng.random_range(1..4usize);
-            for si in 0..nseries {
-                let labels = set(&[("s", &format!("{si}"))]);
-                let series = Arc::new(Series::new(SeriesKey::new(labels), 0));
-                let step = 10 * rng.random_range(1..3i64);
-                let mut ts = 1000;
-                let mut b = Batcher::new(
-                    mode,
-                    BatchLimits {
-                        fragment_size: 1 << 20,
-                        fragments_per_message: Some(1),
-                        max_message_bytes: 1 << 30,
-                        linger: std::time::Duration::from_secs(3600),
-                    },
-                    1,
-                );
-                for _ in 0..rng.random_range(1..12) {
-                    let size = rng.random_range(1..4);
-                    let mut out = Vec::new();
-                    let first = records.len();
-                    for _ in 0..size {
-                        // Now and then off the grid.
-                        ts += if rng.random_bool(0.05) {
-                            step / 2
-                        } else {
-                            step
-                        };
-                        let line = format!("{}", ts as f64 / 7.0);
-                        if mode == Mode::Logs {
-                            let h = crate::checksum::log_entry(ts, line.as_bytes());
-                            b.push_line(&series, 0, ts, &line, h, &mut out);
-                        } else {
-                            let v: f64 = line.parse().unwrap();
-                            let h = crate::checksum::metric_sample(ts, v);
-                            b.push_value(&series, 0, ts, v, h, &mut out);
-                        }
-                        records.push((si, ts, line));
-                    }
-                    b.flush(&mut out);
-                    let mut meta = out.remove(0).metas.remove(0);
-                    meta.id = next_id;
-                    next_id += 1;
-                    let (status, maybe_dup, kept) = match rng.random_range(0..20) {
-                        0 => (Status::Rejected, false, rng.random_bool(0.5)),
-                        1 => (Status::Unknown, false, rng.random_bool(0.5)),
-                        2 => (Status::Ok, true, true),
-                        _ => (Status::Ok, false, true),
-                    };
-                    w.record(&[meta.clone()], Status::Pending, 0, false, None)
-                        .unwrap();
-                    w.record_outcome(&[meta], status, 1, maybe_dup, None)
-                        .unwrap();
-                    stored.extend(std::iter::repeat(kept).take(records.len() - first));
-                }
-            }
-            w.finish(0, false, None).unwrap();
-            drop(w);
-            // The store's copy, then one thing happens to it.
-            let mut lines: Vec<(usize, i64, String)> = records
-                .iter()
-                .zip(&stored)
-                .filter(|(_, &k)| k)
-                .map(|(r, _)| r.clone())
+            // Per series, its entries (ts, line): mostly on a grid.
+            let timelines: Vec<Vec<(i64, String)>> = (0..rng.random_range(1..4))
+                .map(|_| {
+                    let step = 10 * rng.random_range(1..3i64);
+                    let mut ts = 1000;
+                    (0..rng.random_range(1..30))
+                        .map(|_| {
+                            ts += if rng.random_bool(0.05) {
+                                step / 2
+                            } else {
+                                step
+                            };
+                            (ts, format!("{}", ts as f64 / 7.0))
+                        })
+                        .collect()
+                })
                 .collect();
+            // The store's copy: what each run's fragments left there.
+            let mut lines: Vec<(usize, i64, String)> = Vec::new();
+            let runs = if rng.random_bool(0.3) { 2 } else { 1 };
+            for run in 0..runs {
+                let header = Header {
+                    kind: "header".into(),
+                    version: FORMAT_VERSION,
+                    run: format!("r{case}-{run}"),
+                    tool: "test".into(),
+                    mode,
+                    target: "file".into(),
+                    url: "x".into(),
+                    tenant: None,
+                    started: "now".into(),
+                    hash: "xxh3-64-sum".into(),
+                };
+                let w = ManifestWriter::create(&man, &header).unwrap();
+                let mut next_id = 0u64;
+                for (si, timeline) in timelines.iter().enumerate() {
+                    let labels = set(&[("s", &format!("{si}"))]);
+                    let series = Arc::new(Series::new(SeriesKey::new(labels), 0));
+                    let mut b = Batcher::new(
+                        mode,
+                        BatchLimits {
+                            fragment_size: 1 << 20,
+                            fragments_per_message: Some(1),
+                            max_message_bytes: 1 << 30,
+                            linger: std::time::Duration::from_secs(3600),
+                        },
+                        1,
+                    );
+                    // A second run re-pushes all or the start of the series.
+                    let n = if run == 0 {
+                        timeline.len()
+                    } else {
+                        rng.random_range(1..=timeline.len())
+                    };
+                    let mut at = 0;
+                    while at < n {
+                        let size = rng.random_range(1..4).min(n - at);
+                        let mut out = Vec::new();
+                        for (ts, line) in &timeline[at..at + size] {
+                            if mode == Mode::Logs {
+                                let h = crate::checksum::log_entry(*ts, line.as_bytes());
+                                b.push_line(&series, 0, *ts, line, h, &mut out);
+                            } else {
+                                let v: f64 = line.parse().unwrap();
+                                let h = crate::checksum::metric_sample(*ts, v);
+                                b.push_value(&series, 0, *ts, v, h, &mut out);
+                            }
+                        }
+                        b.flush(&mut out);
+                        let mut meta = out.remove(0).metas.remove(0);
+                        meta.id = next_id;
+                        next_id += 1;
+                        let (status, maybe_dup, kept) = match rng.random_range(0..20) {
+                            0 => (Status::Rejected, false, rng.random_bool(0.5)),
+                            1 => (Status::Unknown, false, rng.random_bool(0.5)),
+                            2 => (Status::Ok, true, true),
+                            _ => (Status::Ok, false, true),
+                        };
+                        w.record(&[meta.clone()], Status::Pending, 0, false, None)
+                            .unwrap();
+                        w.record_outcome(&[meta], status, 1, maybe_dup, None)
+                            .unwrap();
+                        if kept {
+                            lines.extend(
+                                timeline[at..at + size]
+                                    .iter()
+                                    .map(|(t, l)| (si, *t, l.clone())),
+                            );
+                        }
+                        at += size;
+                    }
+                }
+                w.finish(0, false, None).unwrap();
+            }
+            // Then one thing happens to the store's copy.
             if !lines.is_empty() {
                 let i = rng.random_range(0..lines.len());
                 match rng.random_range(0..5) {
@@ -439,23 +456,29 @@ mod tests {
                 }
             }
             std::fs::write(&data, buf).unwrap();
-            let runs = load(std::slice::from_ref(&man), true).unwrap();
-            merged_runs += runs
+            let loaded = load(std::slice::from_ref(&man), true).unwrap();
+            let merged_here = loaded
                 .series
                 .values()
                 .flatten()
                 .filter(|f| f.parts() > 1)
                 .count();
+            merged_runs += merged_here;
+            if runs == 2 && merged_here == 0 {
+                split_runs += 1;
+            }
             let merged = check_merging(&man, &data, true);
             let single = check_merging(&man, &data, false);
             assert_eq!(verdict(&merged), verdict(&single), "case {case}");
             failed_cases += usize::from(verdict(&single).0);
         }
-        // The mutations are seen: most cases fail, not all.
+        // The mutations are seen: many cases fail, not all; runs are
+        // merged, and split where two runs share a series' time.
         assert!(
-            (100..300).contains(&failed_cases),
-            "{failed_cases} of 300 fail"
+            (100..395).contains(&failed_cases),
+            "{failed_cases} of 400 fail"
         );
-        assert!(merged_runs > 300, "only {merged_runs} merged runs");
+        assert!(merged_runs > 200, "only {merged_runs} merged runs");
+        assert!(split_runs > 20, "only {split_runs} re-pushes split");
     }
 }

@@ -82,8 +82,8 @@ impl FindingJson {
                 .map(|(run, id, merged)| FragmentRef {
                     run: run.to_string(),
                     id: *id,
-                    last_id: merged.map(|m| m.last_id),
-                    parts: merged.map(|m| m.parts),
+                    last_id: merged.map(|m| m.0),
+                    parts: merged.map(|m| m.1),
                 })
                 .collect(),
             first_ts: f.first_ts.map(|t| t.to_string()),
