@@ -686,3 +686,66 @@ fn small_metric_fragments_verify_exactly_in_both_stores() {
         assert_eq!(f[0]["ranges"][0][1], lost.as_str(), "{name}: {r:#}");
     }
 }
+
+/// A paced push's small fragments, read as merged runs, against the Loki
+/// test server: clean, then a deleted entry is named by its timestamp and
+/// the finding names the run's first and last fragment.
+#[test]
+fn loki_small_fragments_are_verified_as_runs_and_losses_named_exactly() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let start = recent_start();
+    let input = gen(&[
+        "--seed",
+        "21",
+        "--start-time",
+        &start,
+        "--n-series",
+        "2",
+        "--count",
+        "200",
+    ]);
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    push_ok(
+        &[
+            "--loki",
+            &loki.url(),
+            "--manifest",
+            s(&man),
+            "--fragment-size",
+            "2",
+            "-q",
+        ],
+        &input,
+    );
+    let args = [
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ];
+    let o = verify(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = report(&rep);
+    assert_eq!(r["entries_found"], 400);
+    assert_eq!(r["fragments_checked"], 200, "every fragment counts: {r:#}");
+    let labels = stream_labels(&input);
+    let t0 = looker::timefmt::parse_rfc3339_ns(&start).unwrap();
+    // gen's default increment for logs is 1ms: entry 77 goes.
+    assert_eq!(
+        loki.delete_range(&labels, t0 + 77_000_000, t0 + 77_000_001),
+        1
+    );
+    let o = verify(&args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let r = report(&rep);
+    let f = &r["findings"][0];
+    assert_eq!(r["findings"].as_array().unwrap().len(), 1, "{r:#}");
+    assert_eq!(f["kind"], "missing");
+    let lost = (t0 + 77_000_000).to_string();
+    assert_eq!(f["ranges"], serde_json::json!([[lost, lost, 1]]));
+    let parts = f["fragments"][0]["parts"].as_u64().unwrap_or(1);
+    assert!(parts > 1, "read as a merged run: {f:#}");
+}
