@@ -358,6 +358,25 @@ impl SeriesPlan {
         SeriesPlan { labels, groups }
     }
 
+    /// Whether some fragments were read as a merged run.
+    pub fn has_merged(&self) -> bool {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.fragments)
+            .any(|f| f.merged.is_some())
+    }
+
+    /// The plan with merged runs split into the fragments as pushed.
+    pub fn unmerged(&self) -> SeriesPlan {
+        let frags: Vec<Fragment> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.fragments.iter().cloned())
+            .flat_map(Fragment::split)
+            .collect();
+        SeriesPlan::new(self.labels.clone(), &frags)
+    }
+
     /// The inclusive range to read: from the first to the last expected entry.
     pub fn range(&self) -> Option<(i64, i64)> {
         Some((self.groups.first()?.first_ts, self.groups.last()?.last_ts))

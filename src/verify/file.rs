@@ -209,6 +209,36 @@ mod tests {
         check_merging(man, data, true)
     }
 
+    /// As `verify::run` does: failing series read with merged runs are
+    /// read again with their fragments as pushed.
+    fn check_refined(man: &Path, data: &Path) -> FileOutcome {
+        let loaded = load(&[man.to_path_buf()], true).unwrap();
+        let mode = loaded.mode.unwrap_or(Mode::Logs);
+        let mut plans: Vec<Arc<SeriesPlan>> = loaded
+            .series
+            .iter()
+            .map(|(l, f)| Arc::new(SeriesPlan::new(l.clone(), f)))
+            .collect();
+        let all = (0..plans.len()).collect();
+        let mut out = check_file(data, mode, &plans, &all).unwrap();
+        let again: BTreeSet<usize> = out
+            .results
+            .iter()
+            .filter(|(i, r)| r.has_discrepancy() && plans[*i].has_merged())
+            .map(|(i, _)| *i)
+            .collect();
+        for &i in &again {
+            plans[i] = Arc::new(plans[i].unmerged());
+        }
+        let redo = check_file(data, mode, &plans, &again).unwrap();
+        for (i, r) in redo.results {
+            if let Some(slot) = out.results.iter_mut().find(|(j, _)| *j == i) {
+                slot.1 = r;
+            }
+        }
+        out
+    }
+
     fn check_merging(man: &Path, data: &Path, merge: bool) -> FileOutcome {
         let loaded = load(&[man.to_path_buf()], merge).unwrap();
         let mode = loaded.mode.unwrap_or(Mode::Logs);
@@ -316,9 +346,10 @@ mod tests {
     /// pushes series in fragments of one to three entries (some refused,
     /// unknown or sent twice), sometimes twice by two runs with their own
     /// cuts (a re-push, which the store keeps twice), into a file that
-    /// then loses, alters, repeats or gains an entry; it is judged the same
-    /// with and without merging, down to every missing and unexpected
-    /// timestamp.
+    /// then loses, alters, repeats or gains up to three entries. Read with
+    /// merged runs it passes or fails as read fragment by fragment, and
+    /// with failing series read again unmerged (as `verify::run` does),
+    /// down to the kinds and every missing and unexpected timestamp.
     #[test]
     fn merging_small_fragments_changes_no_verdict() {
         use crate::batch::{BatchLimits, Batcher, Series};
@@ -428,8 +459,11 @@ mod tests {
                 }
                 w.finish(0, false, None).unwrap();
             }
-            // Then one thing happens to the store's copy.
-            if !lines.is_empty() {
+            // Then up to three things happen to the store's copy.
+            for _ in 0..rng.random_range(1..4) {
+                if lines.is_empty() {
+                    break;
+                }
                 let i = rng.random_range(0..lines.len());
                 match rng.random_range(0..5) {
                     0 => {
@@ -469,7 +503,11 @@ mod tests {
             }
             let merged = check_merging(&man, &data, true);
             let single = check_merging(&man, &data, false);
-            assert_eq!(verdict(&merged), verdict(&single), "case {case}");
+            // Merged runs alone already pass or fail alike...
+            assert_eq!(verdict(&merged).0, verdict(&single).0, "case {case}");
+            // ...and a failing series, read again unmerged, says the same.
+            let refined = check_refined(&man, &data);
+            assert_eq!(verdict(&refined), verdict(&single), "case {case}");
             failed_cases += usize::from(verdict(&single).0);
         }
         // The mutations are seen: many cases fail, not all; runs are

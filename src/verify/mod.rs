@@ -514,6 +514,49 @@ async fn check_series(
     Ok(out)
 }
 
+/// A task aborted when this is dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// Reads and checks the series `todo` once. For the file sink, also what
+/// the pass saw besides them: series no manifest mentions, and bad lines.
+async fn read_round(
+    opts: &Options,
+    mode: Mode,
+    reader: &Option<Arc<Reader>>,
+    all: &[Arc<SeriesPlan>],
+    todo: &[usize],
+    progress: &Arc<Progress>,
+) -> anyhow::Result<(
+    Vec<(usize, SeriesResult)>,
+    Option<(Vec<check::Finding>, u64)>,
+)> {
+    match (&opts.target, reader) {
+        (Target::File(path), _) => {
+            let only: BTreeSet<usize> = todo.iter().copied().collect();
+            let out = file::check_file(path, mode, all, &only)?;
+            if let Some(m) = &progress.metrics {
+                m.series_read.inc_by(out.results.len() as u64);
+                m.entries_read
+                    .inc_by(out.results.iter().map(|(_, r)| r.found).sum());
+            }
+            Ok((out.results, Some((out.unexpected_series, out.bad_lines))))
+        }
+        (_, Some(reader)) => {
+            let done = check_series(reader, all, todo, opts.max_concurrent_reads, progress).await?;
+            Ok((done, None))
+        }
+        (_, None) => bail!("no reader for {}", opts.target.describe()),
+    }
+}
+
 /// Runs a verification. An `Err` means it could not be carried out.
 pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     let started = Instant::now();
@@ -538,7 +581,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     let mut nan_dropped = 0u64;
     // Consumed series by series, so the manifest's fragments and the plans'
     // copies of them are not both held in full.
-    let all: Vec<Arc<SeriesPlan>> = std::mem::take(&mut loaded.series)
+    let mut all: Vec<Arc<SeriesPlan>> = std::mem::take(&mut loaded.series)
         .into_iter()
         .map(|(labels, frags)| {
             let frags: Vec<_> = if drops_nan {
@@ -607,7 +650,8 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
         metrics,
         ..Progress::default()
     });
-    let ticker = match (opts.progress, &opts.target) {
+    // Stops the progress line when dropped, on every way out.
+    let ticker = AbortOnDrop(match (opts.progress, &opts.target) {
         (Some(every), t) if !matches!(t, Target::File(_)) => {
             let progress = progress.clone();
             let total = chosen.len();
@@ -627,49 +671,23 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             }))
         }
         _ => None,
-    };
+    });
     let mut first = true;
     loop {
-        match (&opts.target, &reader) {
-            (Target::File(path), _) => {
-                let only: BTreeSet<usize> = todo.iter().copied().collect();
-                let out = file::check_file(path, mode, &all, &only)?;
-                if let Some(m) = &progress.metrics {
-                    m.series_read.inc_by(out.results.len() as u64);
-                    m.entries_read
-                        .inc_by(out.results.iter().map(|(_, r)| r.found).sum());
-                }
-                for (i, r) in out.results {
-                    results[i] = Some(r);
-                }
-                if first {
-                    strangers = out.unexpected_series;
-                    if out.bad_lines > 0 {
-                        notes.push(format!(
-                            "{} lines of {} are not valid records; their entries count as missing",
-                            out.bad_lines,
-                            path.display()
-                        ));
-                    }
+        let (done, file_extras) = read_round(opts, mode, &reader, &all, &todo, &progress).await?;
+        for (i, r) in done {
+            results[i] = Some(r);
+        }
+        if let (true, Some((unexpected_series, bad_lines))) = (first, file_extras) {
+            strangers = unexpected_series;
+            if bad_lines > 0 {
+                if let Target::File(path) = &opts.target {
+                    notes.push(format!(
+                        "{bad_lines} lines of {} are not valid records; their entries count as missing",
+                        path.display()
+                    ));
                 }
             }
-            (_, Some(reader)) => {
-                let done =
-                    check_series(reader, &all, &todo, opts.max_concurrent_reads, &progress).await;
-                let done = match done {
-                    Ok(d) => d,
-                    Err(e) => {
-                        if let Some(t) = &ticker {
-                            t.abort();
-                        }
-                        return Err(e);
-                    }
-                };
-                for (i, r) in done {
-                    results[i] = Some(r);
-                }
-            }
-            (_, None) => bail!("no reader for {}", opts.target.describe()),
         }
         first = false;
         todo.retain(|&i| {
@@ -686,9 +704,30 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::sleep(left.min(Duration::from_secs(1))).await;
     }
-    if let Some(t) = ticker {
-        t.abort();
+    // A merged run is judged as one fragment: an entry altered in one of
+    // its parts would be reported only if nothing else in the run were
+    // missing. Series that fail are read once more with their fragments
+    // as pushed, so their findings are those of an unmerged reading.
+    let refine: Vec<usize> = todo
+        .iter()
+        .copied()
+        .filter(|&i| all[i].has_merged())
+        .collect();
+    if !refine.is_empty() {
+        for &i in &refine {
+            all[i] = Arc::new(all[i].unmerged());
+        }
+        let (done, _) = read_round(opts, mode, &reader, &all, &refine, &progress).await?;
+        for (i, r) in done {
+            results[i] = Some(r);
+        }
+        todo.retain(|&i| {
+            results[i]
+                .as_ref()
+                .is_some_and(SeriesResult::has_discrepancy)
+        });
     }
+    drop(ticker);
     if !todo.is_empty() && !opts.wait.is_zero() {
         notes.push(format!(
             "{} series still had discrepancies after waiting {}",

@@ -688,8 +688,9 @@ fn small_metric_fragments_verify_exactly_in_both_stores() {
 }
 
 /// A paced push's small fragments, read as merged runs, against the Loki
-/// test server: clean, then a deleted entry is named by its timestamp and
-/// the finding names the run's first and last fragment.
+/// test server: clean; then an entry deleted and its neighbour altered
+/// (in one run) are both reported, each naming its own fragment, as the
+/// failing series is read again fragment by fragment.
 #[test]
 fn loki_small_fragments_are_verified_as_runs_and_losses_named_exactly() {
     let loki = LokiServer::start(LokiConfig::default());
@@ -733,19 +734,26 @@ fn loki_small_fragments_are_verified_as_runs_and_losses_named_exactly() {
     assert_eq!(r["fragments_checked"], 200, "every fragment counts: {r:#}");
     let labels = stream_labels(&input);
     let t0 = looker::timefmt::parse_rfc3339_ns(&start).unwrap();
-    // gen's default increment for logs is 1ms: entry 77 goes.
+    // gen's default increment for logs is 1ms: entry 77 goes, 80 changes.
     assert_eq!(
         loki.delete_range(&labels, t0 + 77_000_000, t0 + 77_000_001),
         1
     );
+    assert!(loki.alter_line(&labels, t0 + 80_000_000, "tampered"));
     let o = verify(&args);
     assert_eq!(code(&o), 1, "{}", stderr(&o));
     let r = report(&rep);
-    let f = &r["findings"][0];
-    assert_eq!(r["findings"].as_array().unwrap().len(), 1, "{r:#}");
-    assert_eq!(f["kind"], "missing");
+    let f = r["findings"].as_array().unwrap();
+    let kinds: Vec<&str> = f.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["missing", "altered"], "{r:#}");
     let lost = (t0 + 77_000_000).to_string();
-    assert_eq!(f["ranges"], serde_json::json!([[lost, lost, 1]]));
-    let parts = f["fragments"][0]["parts"].as_u64().unwrap_or(1);
-    assert!(parts > 1, "read as a merged run: {f:#}");
+    assert_eq!(f[0]["ranges"], serde_json::json!([[lost, lost, 1]]));
+    let changed = (t0 + 80_000_000).to_string();
+    assert_eq!(f[1]["first_ts"], changed.as_str(), "{r:#}");
+    for f in f {
+        assert!(
+            f["fragments"][0]["parts"].is_null(),
+            "one fragment each: {f:#}"
+        );
+    }
 }
