@@ -1028,6 +1028,13 @@ struct AnyLine {
     kind: String,
 }
 
+/// Where a header line starts inside a malformed line, if one does.
+fn glued_header(line: &str) -> Option<(usize, AnyLine)> {
+    let at = line.find(r#"{"kind":"header""#).filter(|&at| at > 0)?;
+    let kind: AnyLine = serde_json::from_str(&line[at..]).ok()?;
+    Some((at, kind))
+}
+
 fn intern_run(run_ids: &mut HashMap<String, Arc<str>>, run: &str) -> Arc<str> {
     if let Some(r) = run_ids.get(run) {
         return r.clone();
@@ -1234,16 +1241,26 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
             if line.trim().is_empty() {
                 continue;
             }
+            let mut line = line;
             let kind: AnyLine = match serde_json::from_str(line) {
                 Ok(k) => k,
-                // A line cut short by a crash is expected: the file's last
-                // one, or one a later run appended after (its header comes
-                // next). Cut inside a number, it is "invalid", not "EOF".
-                Err(e) if e.is_eof() || !ended => continue,
-                Err(e) => {
-                    cut = Some(perr(e.to_string()));
-                    continue;
-                }
+                Err(e) => match glued_header(line) {
+                    // A killed run's manifest and another concatenated
+                    // (`cat a b`): its cut last line runs into b's header.
+                    Some((at, k)) => {
+                        line = &line[at..];
+                        k
+                    }
+                    // A line cut short by a crash is expected: the file's
+                    // last one, or one a later run appended after (its
+                    // header comes next). Cut inside a number, it is
+                    // "invalid", not "EOF".
+                    None if e.is_eof() || !ended => continue,
+                    None => {
+                        cut = Some(perr(e.to_string()));
+                        continue;
+                    }
+                },
             };
             if let Some(e) = cut.take() {
                 if kind.kind != "header" {
@@ -2062,6 +2079,52 @@ mod tests {
             ok,
             [r#"{"__name__":"b"}"#],
             "r1's cut fragment claims nothing"
+        );
+        assert_eq!(loaded.unfinished_runs, ["r1"]);
+    }
+
+    /// `cat` of a killed run's manifest (cut mid-line) and another: the
+    /// cut line runs into the next header, and both runs still load.
+    #[test]
+    fn a_cut_manifest_concatenated_with_another_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p1, p2) = (dir.path().join("1.ndjson"), dir.path().join("2.ndjson"));
+        for (p, run, name) in [(&p1, "r1", "a"), (&p2, "r2", "b")] {
+            let w = ManifestWriter::create(p, &metric_header(run)).unwrap();
+            for id in 0..2 {
+                let m = metric_meta(id, &[("__name__", name)], &[(id as i64, 1.0)]);
+                w.record(&[m], Status::Ok, 1, false, None).unwrap();
+            }
+            w.finish(0, false, None).unwrap();
+        }
+        let mut cut = std::fs::read(&p1).unwrap();
+        // Kill r1 in the middle of its second fragment line.
+        let needle = b"\"fragment\"";
+        let second = cut
+            .windows(needle.len())
+            .rposition(|w| w == needle)
+            .unwrap();
+        cut.truncate(second + 30);
+        cut.extend(std::fs::read(&p2).unwrap());
+        let all = dir.path().join("all.ndjson");
+        std::fs::write(&all, cut).unwrap();
+        let loaded = load(&[all], false).unwrap();
+        let ok: Vec<(String, usize)> = loaded
+            .series
+            .iter()
+            .map(|(l, f)| {
+                (
+                    l.to_json(),
+                    f.iter().filter(|f| f.status == Status::Ok).count(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ok,
+            [
+                (r#"{"__name__":"a"}"#.to_string(), 1),
+                (r#"{"__name__":"b"}"#.to_string(), 2)
+            ]
         );
         assert_eq!(loaded.unfinished_runs, ["r1"]);
     }
