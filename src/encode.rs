@@ -105,6 +105,54 @@ impl Encoder {
     }
 }
 
+/// A snappy-compressed protobuf body (Loki push or remote write) taken
+/// apart: its uncompressed bytes and the byte range of each top-level
+/// entry (field 1: a stream or a time series, one per fragment, in
+/// order), key and length included. None if it is not such a body.
+pub fn protobuf_parts(body: &[u8]) -> Option<(Vec<u8>, Vec<std::ops::Range<usize>>)> {
+    let raw = snap::raw::Decoder::new().decompress_vec(body).ok()?;
+    let mut parts = Vec::new();
+    let mut at = 0;
+    while at < raw.len() {
+        let start = at;
+        let (key, n) = read_varint(&raw[at..])?;
+        at += n;
+        if key != (1 << 3) | 2 {
+            return None;
+        }
+        let (len, n) = read_varint(&raw[at..])?;
+        at = (at + n).checked_add(usize::try_from(len).ok()?)?;
+        if at > raw.len() {
+            return None;
+        }
+        parts.push(start..at);
+    }
+    Some((raw, parts))
+}
+
+/// A body of some of the entries `protobuf_parts` found: the same message
+/// with only those, snappy-compressed.
+pub fn protobuf_body(raw: &[u8], parts: &[std::ops::Range<usize>]) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(parts.iter().map(|r| r.len()).sum());
+    for r in parts {
+        msg.extend_from_slice(&raw[r.clone()]);
+    }
+    snap::raw::Encoder::new()
+        .compress_vec(&msg)
+        .unwrap_or_default()
+}
+
+fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
 fn varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
@@ -189,7 +237,6 @@ fn loki_protobuf(buf: &mut Vec<u8>, fragments: &[Fragment]) {
     }
 }
 
-/// `prometheus.WriteRequest` with one TimeSeries per fragment.
 /// The `labels` fields of a remote-write `TimeSeries`.
 fn remote_write_labels(labels: &crate::labels::LabelSet) -> Box<[u8]> {
     let label_len = |n: &str, v: &str| bytes_field_len(n.len()) + bytes_field_len(v.len());
@@ -202,6 +249,7 @@ fn remote_write_labels(labels: &crate::labels::LabelSet) -> Box<[u8]> {
     buf.into_boxed_slice()
 }
 
+/// `prometheus.WriteRequest` with one TimeSeries per fragment.
 fn remote_write(buf: &mut Vec<u8>, fragments: &[Fragment]) {
     for f in fragments {
         let labels = f
@@ -374,6 +422,34 @@ mod tests {
         let got: Vec<(i64, f64)> = ts.samples.iter().map(|s| (s.timestamp, s.value)).collect();
         let want: Vec<(i64, f64)> = ENTRIES.iter().map(|e| (e.0, e.2)).collect();
         assert_eq!(got, want);
+    }
+
+    /// A refused message is re-sent in parts built from its body: each
+    /// part is the same message with only some fragments.
+    #[test]
+    fn protobuf_bodies_split_into_their_fragments() {
+        for (mode, encoding) in [
+            (Mode::Logs, Encoding::LokiProtobuf),
+            (Mode::Metrics, Encoding::RemoteWrite),
+        ] {
+            let mut b = batch(mode, ENTRIES);
+            let mut more = batch(mode, &ENTRIES[..2]);
+            b.fragments.append(&mut more.fragments);
+            let body = Encoder::new(encoding).encode(&b);
+            let (raw, parts) = protobuf_parts(&body).unwrap();
+            assert_eq!(parts.len(), b.fragments.len());
+            for (i, part) in parts.iter().enumerate() {
+                let alone = protobuf_body(&raw, std::slice::from_ref(part));
+                let want = Encoder::new(encoding).encode_fragments(&b.fragments[i..=i]);
+                let unsnap = |x: &[u8]| snap::raw::Decoder::new().decompress_vec(x).unwrap();
+                assert_eq!(unsnap(&alone), unsnap(&want), "{encoding:?} part {i}");
+            }
+            assert_eq!(protobuf_body(&raw, &parts), {
+                let mut e = Encoder::new(encoding);
+                e.encode(&b)
+            });
+            assert!(protobuf_parts(b"not snappy").is_none());
+        }
     }
 
     #[test]

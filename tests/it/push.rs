@@ -777,6 +777,14 @@ fn prometheus_many_interleaved_series_verify_clean() {
 /// refused, so the others stay verifiable: a loss among them is reported.
 #[test]
 fn a_partly_refused_loki_push_keeps_the_accepted_fragments_verifiable() {
+    // A protobuf body is re-sent in parts of itself; a JSON one is
+    // encoded again from its fragments.
+    for encoding in ["protobuf", "json"] {
+        partly_refused_loki_push(encoding);
+    }
+}
+
+fn partly_refused_loki_push(encoding: &str) {
     let loki = LokiServer::start(LokiConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
@@ -802,6 +810,8 @@ fn a_partly_refused_loki_push_keeps_the_accepted_fragments_verifiable() {
             // One lane: all four fragments in one message.
             "--max-concurrent-writes",
             "1",
+            "--encoding",
+            encoding,
             "-q",
         ],
         text.as_bytes(),
@@ -809,7 +819,8 @@ fn a_partly_refused_loki_push_keeps_the_accepted_fragments_verifiable() {
     assert_eq!(code(&o), 1, "entries were refused: {}", stderr(&o));
     assert_eq!(
         statuses_by(&man, "app"),
-        string_map([("a", "ok"), ("b", "ok"), ("c", "ok"), ("old", "rejected")])
+        string_map([("a", "ok"), ("b", "ok"), ("c", "ok"), ("old", "rejected")]),
+        "{encoding}"
     );
     let r = report(&rep);
     assert_eq!(
@@ -830,8 +841,7 @@ fn a_partly_refused_loki_push_keeps_the_accepted_fragments_verifiable() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(report(&rep)["entries_expected"], 15);
     // The store loses an entry it accepted in that push: reported.
-    let b: std::collections::BTreeMap<String, String> =
-        [("app".to_string(), "b".to_string())].into();
+    let b = string_map([("app", "b")]);
     assert_eq!(
         loki.delete_range(&b, t0 + 2_000_000_000, t0 + 2_000_000_001),
         1
