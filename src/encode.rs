@@ -132,14 +132,12 @@ pub fn protobuf_parts(body: &[u8]) -> Option<(Vec<u8>, Vec<std::ops::Range<usize
 
 /// A body of some of the entries `protobuf_parts` found: the same message
 /// with only those, snappy-compressed.
-pub fn protobuf_body(raw: &[u8], parts: &[std::ops::Range<usize>]) -> Vec<u8> {
+pub fn protobuf_body(raw: &[u8], parts: &[std::ops::Range<usize>]) -> Option<Vec<u8>> {
     let mut msg = Vec::with_capacity(parts.iter().map(|r| r.len()).sum());
     for r in parts {
-        msg.extend_from_slice(&raw[r.clone()]);
+        msg.extend_from_slice(raw.get(r.clone())?);
     }
-    snap::raw::Encoder::new()
-        .compress_vec(&msg)
-        .unwrap_or_default()
+    snap::raw::Encoder::new().compress_vec(&msg).ok()
 }
 
 fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
@@ -439,12 +437,12 @@ mod tests {
             let (raw, parts) = protobuf_parts(&body).unwrap();
             assert_eq!(parts.len(), b.fragments.len());
             for (i, part) in parts.iter().enumerate() {
-                let alone = protobuf_body(&raw, std::slice::from_ref(part));
+                let alone = protobuf_body(&raw, std::slice::from_ref(part)).unwrap();
                 let want = Encoder::new(encoding).encode_fragments(&b.fragments[i..=i]);
                 let unsnap = |x: &[u8]| snap::raw::Decoder::new().decompress_vec(x).unwrap();
                 assert_eq!(unsnap(&alone), unsnap(&want), "{encoding:?} part {i}");
             }
-            assert_eq!(protobuf_body(&raw, &parts), {
+            assert_eq!(protobuf_body(&raw, &parts).unwrap(), {
                 let mut e = Encoder::new(encoding);
                 e.encode(&b)
             });

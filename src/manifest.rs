@@ -1028,11 +1028,19 @@ struct AnyLine {
     kind: String,
 }
 
-/// Where a header line starts inside a malformed line, if one does.
+/// Where a whole header line starts inside a malformed line, if one does
+/// (the last such place: a label `kind="header"` can look like one).
 fn glued_header(line: &str) -> Option<(usize, AnyLine)> {
-    let at = line.find(r#"{"kind":"header""#).filter(|&at| at > 0)?;
-    let kind: AnyLine = serde_json::from_str(&line[at..]).ok()?;
-    Some((at, kind))
+    line.rmatch_indices(r#"{"kind":"header""#)
+        .map(|(at, _)| at)
+        .filter(|&at| at > 0)
+        .find(|&at| serde_json::from_str::<Header>(&line[at..]).is_ok())
+        .map(|at| {
+            let kind = AnyLine {
+                kind: "header".into(),
+            };
+            (at, kind)
+        })
 }
 
 fn intern_run(run_ids: &mut HashMap<String, Arc<str>>, run: &str) -> Arc<str> {
@@ -2127,6 +2135,25 @@ mod tests {
             ]
         );
         assert_eq!(loaded.unfinished_runs, ["r1"]);
+    }
+
+    /// A series labelled `kind="header"` cut right after its labels looks
+    /// like a glued header; it is a cut line like any other.
+    #[test]
+    fn a_cut_line_with_a_header_like_label_is_still_just_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
+        let m = metric_meta(1, &[("kind", "header"), ("x", "y")], &[(1, 1.0)]);
+        w.record(&[m], Status::Ok, 1, false, None).unwrap();
+        drop(w);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let series = text.lines().nth(1).unwrap();
+        assert!(series.contains(r#"{"kind":"header","x":"y"}"#), "{series}");
+        let cut_at = text.find(series).unwrap() + series.len() - 1;
+        std::fs::write(&path, &text[..cut_at]).unwrap();
+        let loaded = load(&[path], true).unwrap();
+        assert_eq!(loaded.fragment_count(), 0);
     }
 
     #[test]

@@ -637,10 +637,15 @@ async fn isolate(
             out.push((part, whole.clone()));
             continue;
         }
-        let body = bytes::Bytes::from(match &pieces {
+        let body = match &pieces {
             Some((raw, ranges)) => crate::encode::protobuf_body(raw, &ranges[part.clone()]),
-            None => encoder.encode_fragments(&msg.fragments[part.clone()]),
-        });
+            None => Some(encoder.encode_fragments(&msg.fragments[part.clone()])),
+        };
+        let Some(body) = body else {
+            out.push((part, whole.clone()));
+            continue;
+        };
+        let body = bytes::Bytes::from(body);
         let entries = msg.metas[part.clone()].iter().map(|m| m.digest.count).sum();
         ctx.isolation_requests.fetch_add(1, Relaxed);
         let mut d = ctx

@@ -708,24 +708,49 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     // its parts would be reported only if nothing else in the run were
     // missing. Series that fail are read once more with their fragments
     // as pushed, so their findings are those of an unmerged reading.
+    // When most of many series fail (a wrong tenant, an empty store), the
+    // merged findings already say what is missing; reading everything
+    // again would cost the memory merging saved.
     let refine: Vec<usize> = todo
         .iter()
         .copied()
         .filter(|&i| all[i].has_merged())
         .collect();
-    if !refine.is_empty() {
+    if refine.len() > 1000 && refine.len() * 2 > chosen.len() {
+        notes.push(format!(
+            "{} of {} series fail: their runs of small fragments are reported as read, not fragment by fragment",
+            refine.len(),
+            chosen.len()
+        ));
+    } else if !refine.is_empty() {
+        let saved: Vec<Arc<SeriesPlan>> = refine.iter().map(|&i| all[i].clone()).collect();
         for &i in &refine {
             all[i] = Arc::new(all[i].unmerged());
         }
-        let (done, _) = read_round(opts, mode, &reader, &all, &refine, &progress).await?;
-        for (i, r) in done {
-            results[i] = Some(r);
+        match read_round(opts, mode, &reader, &all, &refine, &progress).await {
+            Ok((done, _)) => {
+                for (i, r) in done {
+                    results[i] = Some(r);
+                }
+                todo.retain(|&i| {
+                    results[i]
+                        .as_ref()
+                        .is_some_and(SeriesResult::has_discrepancy)
+                });
+                if let Some(m) = &progress.metrics {
+                    m.series_failing.set(todo.len() as i64);
+                }
+            }
+            // The first reading's findings stand.
+            Err(e) => {
+                for (&i, plan) in refine.iter().zip(saved) {
+                    all[i] = plan;
+                }
+                notes.push(format!(
+                    "reading failing series again fragment by fragment failed ({e:#}); their findings are per run of small fragments"
+                ));
+            }
         }
-        todo.retain(|&i| {
-            results[i]
-                .as_ref()
-                .is_some_and(SeriesResult::has_discrepancy)
-        });
     }
     drop(ticker);
     if !todo.is_empty() && !opts.wait.is_zero() {
