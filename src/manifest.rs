@@ -828,16 +828,16 @@ pub struct Merged {
     pub parts: Vec<Part>,
 }
 
-/// One fragment of a merged run (status ok, acknowledged once).
+/// One fragment of a merged run (status ok, acknowledged once). Its
+/// times follow from the run's: parts continue one grid, in order. Its
+/// `checksum12` counts when the run has one, and its edges are kept only
+/// when they are not its checksum (more than one entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
     pub id: u64,
-    pub count: u64,
-    pub first_ts: i64,
-    pub last_ts: i64,
-    pub step: Option<i64>,
+    pub count: u32,
     pub checksum: u64,
-    pub checksum12: Option<u64>,
+    pub checksum12: u64,
     pub edges: Option<Box<Edges>>,
 }
 
@@ -845,13 +845,11 @@ impl Part {
     fn of(f: &Fragment) -> Part {
         Part {
             id: f.id,
-            count: f.count,
-            first_ts: f.first_ts,
-            last_ts: f.last_ts,
-            step: f.step,
+            // Mergeable fragments hold at most MERGE_FRAGMENTS_UP_TO.
+            count: f.count as u32,
             checksum: f.checksum,
-            checksum12: f.checksum12,
-            edges: f.edges.clone(),
+            checksum12: f.checksum12.unwrap_or(0),
+            edges: f.edges.clone().filter(|_| f.count > 1),
         }
     }
 }
@@ -880,24 +878,40 @@ impl Fragment {
         let Some(m) = self.merged else {
             return vec![self];
         };
+        // A merged run always has a step: the gap between its parts.
+        let step = self.step.unwrap_or(0);
+        let mut first_ts = self.first_ts;
         m.parts
             .into_iter()
-            .map(|p| Fragment {
-                run: self.run.clone(),
-                id: p.id,
-                status: Status::Ok,
-                count: p.count,
-                first_ts: p.first_ts,
-                last_ts: p.last_ts,
-                step: p.step,
-                checksum: p.checksum,
-                checksum12: p.checksum12,
-                nan: None,
-                values: None,
-                edges: p.edges,
-                maybe_duplicated: false,
-                reason: None,
-                merged: None,
+            .map(|p| {
+                let count = u64::from(p.count);
+                let last_ts = first_ts + step * (count as i64 - 1);
+                let f = Fragment {
+                    run: self.run.clone(),
+                    id: p.id,
+                    status: Status::Ok,
+                    count,
+                    first_ts,
+                    last_ts,
+                    step: (count > 1).then_some(step),
+                    checksum: p.checksum,
+                    checksum12: self.checksum12.map(|_| p.checksum12),
+                    nan: None,
+                    values: None,
+                    edges: match (&self.edges, p.edges) {
+                        (None, _) => None,
+                        (Some(_), Some(e)) => Some(e),
+                        (Some(_), None) => Some(Box::new(Edges {
+                            first: vec![p.checksum],
+                            last: vec![p.checksum],
+                        })),
+                    },
+                    maybe_duplicated: false,
+                    reason: None,
+                    merged: None,
+                };
+                first_ts = last_ts + step;
+                f
             })
             .collect()
     }
@@ -1117,6 +1131,14 @@ struct Finals {
     merge_small: bool,
 }
 
+/// A run that takes no more parts: its list of parts at its size.
+fn closed(mut run: Fragment) -> Fragment {
+    if let Some(m) = run.merged.as_mut() {
+        m.parts.shrink_to_fit();
+    }
+    run
+}
+
 impl Finals {
     fn settle(&mut self, series: u32, frag: Fragment) {
         let i = series as usize;
@@ -1131,13 +1153,13 @@ impl Finals {
                 }
             }
             if let Some(run) = self.open[i].replace(frag) {
-                self.done[i].push(run);
+                self.done[i].push(closed(run));
             }
         } else {
             // Anything else of the series ends its run: a merged run never
             // spans a fragment that is not in it.
             if let Some(run) = self.open[i].take() {
-                self.done[i].push(run);
+                self.done[i].push(closed(run));
             }
             self.done[i].push(frag);
         }
@@ -1473,7 +1495,7 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
     done.resize_with(series_list.len(), Vec::new);
     for (i, run) in open.into_iter().enumerate() {
         if let Some(run) = run {
-            done[i].push(run);
+            done[i].push(closed(run));
         }
     }
     for (labels, frags) in series_list.into_iter().zip(done) {
@@ -1885,6 +1907,90 @@ mod tests {
         let parts = &single.series.values().next().unwrap()[..3];
         let sum = parts.iter().fold(0u64, |a, f| a.wrapping_add(f.checksum));
         assert_eq!(run.checksum, sum);
+    }
+
+    /// Splitting a merged run gives back exactly the fragments read one
+    /// by one (but their value sums, which only rounding stores use).
+    #[test]
+    fn split_runs_are_the_fragments_as_read_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.ndjson");
+        let logs = Header {
+            run: "r2".into(),
+            ..header("r2")
+        };
+        let w = ManifestWriter::create(&path, &metric_header("r1")).unwrap();
+        let s = series(&[("__name__", "up")]);
+        let mut t = 0;
+        for (id, n) in [3usize, 1, 2, 1, 1, 4, 2].into_iter().enumerate() {
+            let samples: Vec<(i64, f64)> = (0..n)
+                .map(|_| {
+                    t += 5;
+                    (t, t as f64 / 3.0)
+                })
+                .collect();
+            w.record(
+                &[series_meta(id as u64, &s, &samples)],
+                Status::Ok,
+                1,
+                false,
+                None,
+            )
+            .unwrap();
+        }
+        drop(w);
+        // Logs, with edges: entries one per timestamp, 10 apart.
+        let w = ManifestWriter::create(&path, &logs).unwrap();
+        let labels = LabelSet::new(vec![("app".into(), "a".into())]).unwrap();
+        let ls = Arc::new(crate::batch::Series::new(SeriesKey::new(labels), 0));
+        let mut t = 0;
+        for (id, n) in [2usize, 1, 3, 1].into_iter().enumerate() {
+            let mut b = crate::batch::Batcher::new(
+                Mode::Logs,
+                crate::batch::BatchLimits {
+                    fragment_size: 1 << 20,
+                    fragments_per_message: Some(1),
+                    max_message_bytes: 1 << 30,
+                    linger: std::time::Duration::from_secs(3600),
+                },
+                1,
+            );
+            let mut out = Vec::new();
+            for _ in 0..n {
+                t += 10;
+                let line = format!("l{t}");
+                let h = crate::checksum::log_entry(t, line.as_bytes());
+                b.push_line(&ls, 0, t, &line, h, &mut out);
+            }
+            b.flush(&mut out);
+            let mut m = out.remove(0).metas.remove(0);
+            m.id = id as u64;
+            w.record(&[m], Status::Ok, 1, false, None).unwrap();
+        }
+        drop(w);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (run, part) in text.split(r#"{"kind":"header""#).skip(1).enumerate() {
+            let p = dir.path().join(format!("{run}.ndjson"));
+            std::fs::write(&p, format!(r#"{{"kind":"header"{part}"#)).unwrap();
+            let one = |merge| -> Vec<String> {
+                let mut v: Vec<String> = load(std::slice::from_ref(&p), merge)
+                    .unwrap()
+                    .series
+                    .into_values()
+                    .flatten()
+                    .flat_map(Fragment::split)
+                    .map(|mut f| {
+                        f.values = None;
+                        format!("{f:?}")
+                    })
+                    .collect();
+                v.sort();
+                v
+            };
+            let merged = load(std::slice::from_ref(&p), true).unwrap();
+            assert!(merged.series.values().flatten().any(|f| f.parts() > 2));
+            assert_eq!(one(true), one(false), "run {run}");
+        }
     }
 
     #[test]
