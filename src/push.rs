@@ -619,7 +619,8 @@ async fn isolate(
     whole: &Delivery,
 ) -> Vec<(std::ops::Range<usize>, Delivery)> {
     let n = msg.metas.len();
-    let mut encoder = Encoder::new(msg.encoding);
+    // Only for a body rebuilt from its fragments.
+    let mut encoder = None;
     // A protobuf body is taken apart into its fragments' entries.
     let pieces = if msg.fragments.is_empty() {
         match crate::encode::protobuf_parts(&msg.body) {
@@ -639,7 +640,11 @@ async fn isolate(
         }
         let body = match &pieces {
             Some((raw, ranges)) => crate::encode::protobuf_body(raw, &ranges[part.clone()]),
-            None => Some(encoder.encode_fragments(&msg.fragments[part.clone()])),
+            None => Some(
+                encoder
+                    .get_or_insert_with(|| Encoder::new(msg.encoding))
+                    .encode_fragments(&msg.fragments[part.clone()]),
+            ),
         };
         let Some(body) = body else {
             out.push((part, whole.clone()));
@@ -1080,8 +1085,8 @@ impl BatchState<'_> {
 
     fn send_out(&mut self) {
         let mode = self.mode.unwrap_or(Mode::Logs);
-        // Kept fragments are freed on a sender's thread, which costs a
-        // paced push a tenth of its CPU: only where a body cannot be split.
+        // Kept fragments hold the payload a second time until the store
+        // answers: only where a body cannot be split (see `isolate`).
         let keep = matches!(self.cfg.target, Target::Loki { .. })
             && matches!(self.encoder.encoding(), Encoding::LokiJson { .. });
         for batch in std::mem::take(&mut self.out) {

@@ -141,6 +141,25 @@ fn parse_ts_field(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("invalid timestamp {s:?}"))
 }
 
+/// Label sets by number: a version 1 manifest repeats them on every line,
+/// and a copy per fragment dominated memory.
+#[derive(Default)]
+struct SeriesIndex {
+    ids: HashMap<LabelSet, u32>,
+    list: Vec<LabelSet>,
+}
+
+impl SeriesIndex {
+    fn intern(&mut self, labels: LabelSet) -> u32 {
+        let next = self.list.len() as u32;
+        let list = &mut self.list;
+        *self.ids.entry(labels).or_insert_with_key(|l| {
+            list.push(l.clone());
+            next
+        })
+    }
+}
+
 /// Which fragments of a run have their final status, by id.
 #[derive(Default)]
 struct Settled {
@@ -225,12 +244,9 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
         merge_small,
     };
     let mut settled: HashMap<Arc<str>, Settled> = HashMap::new();
-    // (run, id) -> (series, fragment)
-    // Series are interned: a manifest repeats each label set once per
-    // fragment line, and keeping a copy per fragment dominated memory.
+    // (run, id) -> (series, fragment) of fragments without a final status.
     let mut frags: HashMap<(Arc<str>, u64), (u32, Fragment)> = HashMap::new();
-    let mut series_ids: HashMap<LabelSet, u32> = HashMap::new();
-    let mut series_list: Vec<LabelSet> = Vec::new();
+    let mut series = SeriesIndex::default();
     let mut runs: HashMap<String, bool> = HashMap::new();
     let mut run_ids: HashMap<String, Arc<str>> = HashMap::new();
     let mut versions: HashMap<String, u32> = HashMap::new();
@@ -334,12 +350,7 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                     let l: SeriesLine =
                         serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
                     let run = intern_run(&mut run_ids, &l.run);
-                    let next = series_list.len() as u32;
-                    let idx = *series_ids.entry(l.labels).or_insert_with_key(|l| {
-                        series_list.push(l.clone());
-                        next
-                    });
-                    by_sid.insert((run, l.sid), idx);
+                    by_sid.insert((run, l.sid), series.intern(l.labels));
                 }
                 "fragment" => {
                     if !saw_header {
@@ -352,13 +363,7 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                     let v2 = f.sid.is_some() || versions.get(&f.run).is_some_and(|&v| v >= 2);
                     let metrics = out.mode == Some(Mode::Metrics);
                     let idx = match (f.labels, f.sid) {
-                        (Some(labels), _) => {
-                            let next = series_list.len() as u32;
-                            *series_ids.entry(labels).or_insert_with_key(|l| {
-                                series_list.push(l.clone());
-                                next
-                            })
-                        }
+                        (Some(labels), _) => series.intern(labels),
                         (None, Some(sid)) => {
                             *by_sid.get(&(run.clone(), sid)).ok_or_else(|| {
                                 perr(format!("series {sid} of run {} is not defined by an earlier \"series\" line", f.run))
@@ -491,7 +496,8 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
             return Err(ManifestError::NoHeader { path: path.clone() });
         }
     }
-    drop(series_ids);
+    // The index is no longer needed, only the label sets.
+    let series_list = series.list;
     for (_, (sid, mut frag)) in frags {
         frag.status = Status::Unknown;
         frag.reason

@@ -196,30 +196,42 @@ pub(super) fn closed(mut run: Fragment) -> Fragment {
 /// series (a re-push, input out of order, a refused fragment reaching
 /// into it): where fragments overlap, the verifier judges the fragments
 /// as pushed, and a run would make it compare different contents.
-pub(super) fn split_shared_runs(mut frags: Vec<Fragment>) -> Vec<Fragment> {
+pub(super) fn split_shared_runs(frags: Vec<Fragment>) -> Vec<Fragment> {
     if frags.iter().all(|f| f.merged.is_none()) {
         return frags;
     }
+    overlap_groups(frags)
+        .into_iter()
+        .flat_map(|g| {
+            if g.len() > 1 {
+                g.into_iter().flat_map(Fragment::split).collect()
+            } else {
+                g
+            }
+        })
+        .collect()
+}
+
+/// Fragments of one series in groups that share time: sorted by range,
+/// a group ends where the next fragment starts after every range in it
+/// (ranges inclusive; a reversed range counts as the range it spans).
+/// The verifier judges each group on its own.
+pub fn overlap_groups(mut frags: Vec<Fragment>) -> Vec<Vec<Fragment>> {
     let span = |f: &Fragment| (f.first_ts.min(f.last_ts), f.first_ts.max(f.last_ts));
     frags.sort_by_key(span);
-    let mut out = Vec::with_capacity(frags.len());
-    let mut group: Vec<Fragment> = Vec::new();
+    let mut groups = Vec::new();
+    let mut cur: Vec<Fragment> = Vec::new();
     let mut end = i64::MIN;
-    let flush = |group: &mut Vec<Fragment>, out: &mut Vec<Fragment>| {
-        if group.len() > 1 {
-            out.extend(group.drain(..).flat_map(Fragment::split));
-        } else {
-            out.append(group);
-        }
-    };
     for f in frags {
         let (a, b) = span(&f);
-        if !group.is_empty() && a > end {
-            flush(&mut group, &mut out);
+        if !cur.is_empty() && a > end {
+            groups.push(std::mem::take(&mut cur));
         }
-        end = if group.is_empty() { b } else { end.max(b) };
-        group.push(f);
+        end = if cur.is_empty() { b } else { end.max(b) };
+        cur.push(f);
     }
-    flush(&mut group, &mut out);
-    out
+    if !cur.is_empty() {
+        groups.push(cur);
+    }
+    groups
 }

@@ -34,7 +34,7 @@ mod load;
 mod merge;
 
 pub use load::{load, Fragment, Loaded};
-pub use merge::{Merged, Part, MERGED_UP_TO, MERGE_FRAGMENTS_UP_TO};
+pub use merge::{overlap_groups, Merged, Part, MERGED_UP_TO, MERGE_FRAGMENTS_UP_TO};
 
 pub const FORMAT_VERSION: u32 = 2;
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::checksum::{self, Digest, ValueSums};
 use crate::labels::LabelSet;
-use crate::manifest::{Edges, Fragment, Status};
+use crate::manifest::{overlap_groups, Edges, Fragment, Status};
 
 /// Largest step grid tracked per group, in entries. A fragment is one push
 /// batch, far smaller than this; beyond it the checker falls back to counts.
@@ -336,25 +336,10 @@ impl SeriesPlan {
                 std::mem::swap(&mut f.first_ts, &mut f.last_ts);
             }
         }
-        frags.sort_by_key(|f| (f.first_ts, f.last_ts));
-        let mut groups = Vec::new();
-        let mut cur: Vec<Fragment> = Vec::new();
-        let mut cur_last = i64::MIN;
-        for f in frags {
-            if !cur.is_empty() && f.first_ts > cur_last {
-                groups.push(Group::from_fragments(std::mem::take(&mut cur)));
-            }
-            cur_last = if cur.is_empty() {
-                f.last_ts
-            } else {
-                cur_last.max(f.last_ts)
-            };
-            cur.push(f);
-        }
-        if !cur.is_empty() {
-            groups.push(Group::from_fragments(cur));
-        }
-        groups.shrink_to_fit();
+        let groups = overlap_groups(frags)
+            .into_iter()
+            .map(Group::from_fragments)
+            .collect();
         SeriesPlan { labels, groups }
     }
 
@@ -1025,22 +1010,36 @@ fn judge_overlap_by_ranges(
             None => return false,
         }
     }
+    let detail = format!(
+        "{} acknowledged fragments overlap in time (the same entries pushed more than once, cut differently); each was found exactly within its own range{}",
+        g.fragments.len(),
+        if rounded { format!("; {ROUNDED_NOTE}") } else { String::new() }
+    );
+    confirm_overlap(labels, g, acc, ok, detail, out);
+    true
+}
+
+/// The findings of an overlap group whose contents were each confirmed:
+/// a note, and any repeats no retry or re-push explains.
+fn confirm_overlap(
+    labels: &LabelSet,
+    g: &Group,
+    acc: &GroupAcc,
+    ok: &[usize],
+    detail: String,
+    out: &mut Vec<Finding>,
+) {
     let mut f = Finding::new(Kind::Note, false, labels);
     f.fragments = g.frag_ids(ok);
     f.first_ts = Some(g.first_ts);
     f.last_ts = Some(g.last_ts);
     f.expected = Some(acc.found.count);
     f.found = Some(acc.found.count);
-    f.detail = format!(
-        "{} acknowledged fragments overlap in time (the same entries pushed more than once, cut differently); each was found exactly within its own range{}",
-        g.fragments.len(),
-        if rounded { format!("; {ROUNDED_NOTE}") } else { String::new() }
-    );
+    f.detail = detail;
     out.push(f);
     if acc.dups.count > 0 && acc.dups_unexplained > 0 {
         out.push(duplicated(labels, g, acc, ok));
     }
-    true
 }
 
 /// Like [`judge_overlap_by_ranges`], for log input where entries share
@@ -1139,20 +1138,11 @@ fn judge_overlap_by_edges(
             return false;
         }
     }
-    let mut f = Finding::new(Kind::Note, false, labels);
-    f.fragments = g.frag_ids(ok);
-    f.first_ts = Some(g.first_ts);
-    f.last_ts = Some(g.last_ts);
-    f.expected = Some(acc.found.count);
-    f.found = Some(acc.found.count);
-    f.detail = format!(
+    let detail = format!(
         "{} acknowledged fragments overlap in time (the same entries pushed more than once, cut differently, also within timestamps shared by several entries); each was found exactly, entries at its first and last timestamp by their checksums",
         g.fragments.len()
     );
-    out.push(f);
-    if acc.dups.count > 0 && acc.dups_unexplained > 0 {
-        out.push(duplicated(labels, g, acc, ok));
-    }
+    confirm_overlap(labels, g, acc, ok, detail, out);
     true
 }
 
