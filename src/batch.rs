@@ -230,6 +230,13 @@ impl Fragment {
     }
 
     pub fn meta(&self, id: u64, mode: Mode) -> FragmentMeta {
+        // A small fragment's samples are recorded instead of their sums,
+        // which the manifest reader computes from them: in a paced run
+        // most fragments are that small.
+        let samples: Option<Vec<(i64, f64)>> = (mode == Mode::Metrics
+            && self.ts.len() <= crate::manifest::INLINE_SAMPLES
+            && self.samples().all(|(_, v)| v.is_finite()))
+        .then(|| self.samples().collect());
         FragmentMeta {
             id,
             series: self.series.key.clone(),
@@ -238,17 +245,12 @@ impl Fragment {
             nan: (self.nan.count > 0).then_some(self.nan),
             // Computed once the fragment is complete: the curve's scale
             // depends on its largest value.
-            values: match mode {
-                Mode::Metrics => Some(ValueSums::of(self.samples())),
-                Mode::Logs => None,
-            },
+            values: (mode == Mode::Metrics && samples.is_none())
+                .then(|| ValueSums::of(self.samples())),
             first_ts: if self.ts.is_empty() { 0 } else { self.min_ts },
             last_ts: if self.ts.is_empty() { 0 } else { self.max_ts },
             edges: self.edges.clone(),
-            samples: (mode == Mode::Metrics
-                && self.ts.len() <= crate::manifest::INLINE_SAMPLES
-                && self.samples().all(|(_, v)| v.is_finite()))
-            .then(|| self.samples().collect()),
+            samples,
             step: if self.steady && self.ts.len() > 1 {
                 self.step
             } else {

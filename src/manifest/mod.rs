@@ -94,7 +94,8 @@ pub struct FragmentMeta {
     pub digest12: Option<u64>,
     /// Metrics only, when the fragment holds NaN values.
     pub nan: Option<NanInfo>,
-    /// Metrics only, when every value is finite.
+    /// Metrics only, unless `samples` lists the values (the reader then
+    /// computes these from them).
     pub values: Option<ValueSums>,
     pub first_ts: i64,
     pub last_ts: i64,
@@ -1046,7 +1047,10 @@ mod tests {
                 "fragment {}",
                 m.id
             );
-            let want = m.values.map(|v| ValueSums { abs: 0.0, ..v });
+            let sums = m
+                .values
+                .or_else(|| m.samples.as_ref().map(|s| ValueSums::of(s.iter().copied())));
+            let want = sums.map(|v| ValueSums { abs: 0.0, ..v });
             assert_eq!(f.values.map(|v| *v), want, "fragment {}", m.id);
         }
         assert_eq!(find(1).status, Status::Ok);
