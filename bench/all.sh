@@ -33,6 +33,8 @@ run push.sh "${PUSH:-2000000}"
 run rate.sh "${RATE:-20000}"
 run verify.sh "${VERIFY:-1000000}"
 run prometheus.sh "${PROM:-2000000}"
+# The same samples as series lines (VictoriaMetrics' JSON line format).
+LINES=100 VM=0 run prometheus.sh "${PROM:-2000000}"
 # The shape remote-write traffic has: many series, few samples each.
 SERIES=100000 VM=0 run prometheus.sh "${PROM:-2000000}"
 # A paced run: fragments of one to three samples.

@@ -13,6 +13,9 @@
 #   bench/prometheus.sh [SAMPLES]    (default 2,000,000 = 2000 series x 1000)
 #   SERIES=N        series (default 2000)
 #   GEN_FLAGS=...   more looker-gen flags, e.g. "--label job=node --label ..."
+#   LINES=N         input as series lines of up to N samples each
+#                   (looker-gen --samples-per-line N) instead of one record
+#                   per sample
 #
 # Samples are 1 s apart (less when there are more than 1800 per series)
 # starting 30 min ago, so they all fall inside Prometheus's accepted window.
@@ -32,8 +35,10 @@ cargo build --release --quiet --bin looker-gen --bin looker-push --bin looker-ve
 
 start=$(date -u -d '-30 min' +%Y-%m-%dT%H:%M:%SZ)
 "$R/looker-gen" --metrics --seed 1 --start-time "$start" --time-increment "${inc_ms}ms" \
-  --n-series "$series" --count "$per" ${GEN_FLAGS:-} >"$tmp/in.ndjson"
-echo "input: $(num $n) samples, $series series x $per, ${inc_ms} ms apart from $start, $(($(stat -c %s "$tmp/in.ndjson") / 1000000)) MB"
+  --n-series "$series" --count "$per" --samples-per-line "${LINES:-1}" ${GEN_FLAGS:-} >"$tmp/in.ndjson"
+form="one record per sample"
+[ "${LINES:-1}" = 1 ] || form="series lines of up to $LINES samples"
+echo "input: $(num $n) samples, $series series x $per, ${inc_ms} ms apart from $start, $(($(stat -c %s "$tmp/in.ndjson") / 1000000)) MB, $form"
 
 # Baseline in the same run: the pipeline alone (parse, batch, encode as
 # remote write, no network), best of 3 by CPU.
@@ -51,7 +56,7 @@ printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   %.3f cpu-s pe
 
 # The floor under push CPU: building the same requests from samples
 # already in memory (benches/encode.rs), without reading any input.
-cargo bench --quiet --bench encode -- "$series" "$per" >"$tmp/floor" 2>"$tmp/floor.err" ||
+cargo bench --quiet --bench encode -- "$series" "$per" "${LINES:-1}" >"$tmp/floor" 2>"$tmp/floor.err" ||
   die "cargo bench --bench encode failed: $(tail -n 5 "$tmp/floor.err")"
 floor_encode=$(awk '$1 == "encode" {print $2}' "$tmp/floor")
 floor_batch=$(awk '$1 == "batch+encode" {print $2}' "$tmp/floor")
@@ -130,4 +135,4 @@ if [ "${VM:-1}" != 0 ]; then
   line="$line; ${sum[victoriametrics]}"
 fi
 echo
-echo "summary: $(num $n) samples in $(num $series) series; $line"
+echo "summary: $(num $n) samples in $(num $series) series, $form; $line"

@@ -2,12 +2,14 @@
 //! the floor under looker-push's CPU per sample. `bench/prometheus.sh`
 //! sets these figures against the store's CPU per sample.
 //!
-//!   cargo bench --bench encode -- [SERIES] [PER_SERIES]
+//!   cargo bench --bench encode -- [SERIES] [PER_SERIES] [RUN]
 //!
 //! Samples go through the same path as in looker-push, with its default
-//! limits (10 lanes, 500-sample fragments, 20 fragments per message), in
-//! the order looker-gen writes them (every series at one timestamp, then
-//! the next timestamp). Two figures, CPU seconds per million samples:
+//! limits (10 lanes, 500-sample fragments, 500 fragments per message), in
+//! the order looker-gen writes them: RUN consecutive samples of a series
+//! (default 1, as sample records; `--samples-per-line RUN` writes series
+//! lines of that many), then the next series. Two figures, CPU seconds per
+//! million samples:
 //!
 //! - `encode`: protobuf and snappy of the finished messages only, which
 //!   any remote-write client pays;
@@ -44,7 +46,7 @@ fn series(n: usize) -> Vec<Arc<Series>> {
 }
 
 /// Batches the samples as looker-push would; returns the messages.
-fn batch(series: &[Arc<Series>], per: usize) -> Vec<Batch> {
+fn batch(series: &[Arc<Series>], per: usize, run: usize) -> Vec<Batch> {
     let mut b = Batcher::new(
         Mode::Metrics,
         BatchLimits {
@@ -59,25 +61,27 @@ fn batch(series: &[Arc<Series>], per: usize) -> Vec<Batch> {
     let t0: i64 = 1_795_561_188_000;
     let mut counters: Vec<u64> = (0..series.len() as u64).map(|i| i * 7919 % 1000).collect();
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
-    for step in 0..per {
-        let ts = t0 + step as i64 * 1000;
+    for first in (0..per).step_by(run) {
         for (id, s) in series.iter().enumerate() {
-            // Counters grow by a small random amount each scrape, mostly
-            // 1 or 2 and now and then 50, as looker-gen's do.
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            let inc = [0, 1, 1, 1, 1, 2, 2, 5, 10, 50][(rng % 10) as usize];
-            counters[id] += inc + (rng >> 32) % (inc + 1);
-            let v = counters[id] as f64;
-            b.push_value(
-                s,
-                id as u32,
-                ts,
-                v,
-                checksum::metric_sample(ts, v),
-                &mut out,
-            );
+            for step in first..(first + run).min(per) {
+                let ts = t0 + step as i64 * 1000;
+                // Counters grow by a small random amount each scrape, mostly
+                // 1 or 2 and now and then 50, as looker-gen's do.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let inc = [0, 1, 1, 1, 1, 2, 2, 5, 10, 50][(rng % 10) as usize];
+                counters[id] += inc + (rng >> 32) % (inc + 1);
+                let v = counters[id] as f64;
+                b.push_value(
+                    s,
+                    id as u32,
+                    ts,
+                    v,
+                    checksum::metric_sample(ts, v),
+                    &mut out,
+                );
+            }
         }
     }
     b.flush(&mut out);
@@ -109,24 +113,25 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bench = args.iter().any(|a| a == "--bench");
     let nums: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    let (n_series, per) = match (bench, nums.as_slice()) {
-        (false, _) => (20, 50),
-        (true, [s, p, ..]) => (*s, *p),
-        (true, [s]) => (*s, 1000),
-        (true, []) => (2000, 1000),
+    let (n_series, per, run) = match (bench, nums.as_slice()) {
+        (false, _) => (20, 50, 7),
+        (true, [s, p, r, ..]) => (*s, *p, (*r).max(1)),
+        (true, [s, p]) => (*s, *p, 1),
+        (true, [s]) => (*s, 1000, 1),
+        (true, []) => (2000, 1000, 1),
     };
     let rounds = if bench { 3 } else { 1 };
     let series = series(n_series);
     let samples = (n_series * per) as f64;
 
-    let (batch_cpu, batches) = best(rounds, || batch(&series, per));
+    let (batch_cpu, batches) = best(rounds, || batch(&series, per, run));
     let mut enc = Encoder::new(Encoding::RemoteWrite);
     let (encode_cpu, body_bytes) = best(rounds, || {
         batches.iter().map(|b| enc.encode(b).len()).sum::<usize>()
     });
     let per_million = |cpu: f64| cpu * 1e6 / samples;
     println!(
-        "{n_series} series x {per}: {} messages, {:.1} compressed bytes per sample",
+        "{n_series} series x {per}, {run} in a row: {} messages, {:.1} compressed bytes per sample",
         batches.len(),
         body_bytes as f64 / samples
     );

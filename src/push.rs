@@ -25,7 +25,7 @@ use crate::http::ClientArgs;
 use crate::input::{self, Item, Source};
 use crate::labels::LabelSet;
 use crate::manifest::{FragmentMeta, Header, ManifestWriter, Status};
-use crate::record::{self, Mode, Payload, RecordError};
+use crate::record::{self, Line, Mode, Payload, RecordError};
 use crate::report::{Latency, Progress, Stats};
 use crate::schedule::{Pace, Pacer, RateSpec};
 use crate::series::SeriesTable;
@@ -733,6 +733,7 @@ fn batch_thread(
         stats,
         stop,
         raw_series: None,
+        samples: Vec::new(),
         last_ts_ns: i64::MIN,
         since_sweep: 0,
         read_unpublished: 0,
@@ -789,6 +790,8 @@ struct BatchState<'a> {
     stats: &'a Stats,
     stop: &'a AtomicBool,
     raw_series: Option<u32>,
+    /// The samples of the series line being read, reused.
+    samples: Vec<(i64, f64)>,
     /// Timestamp (ns) of the last entry read, for the lag gauge.
     last_ts_ns: i64,
     /// Entries accepted since the last sweep.
@@ -899,19 +902,57 @@ impl BatchState<'_> {
                 self.accept(id, Mode::Logs, ts, Payload::Line(text.into()))
             }
             InputFormat::Ndjson => {
-                let rec = record::parse(text)?;
-                let got = rec.payload.mode();
-                let mode = *self.mode.get_or_insert(got);
-                if got != mode {
-                    return Err(RecordError::WrongMode {
-                        expected: mode,
-                        got,
-                    });
-                }
-                let id = self.table.intern(rec.labels_json, mode)?;
-                self.accept(id, mode, rec.ts, rec.payload)
+                let mut samples = std::mem::take(&mut self.samples);
+                let r = match record::parse_any(text, &mut samples) {
+                    Ok(Line::Record(rec)) => self.record(rec),
+                    Ok(Line::Series { labels_json }) => self.series(labels_json, &samples),
+                    Err(e) => Err(e),
+                };
+                self.samples = samples;
+                r
             }
         }
+    }
+
+    /// Checks that `got` is the run's mode (the first record's).
+    fn mode_of(&mut self, got: Mode) -> Result<Mode, RecordError> {
+        let mode = *self.mode.get_or_insert(got);
+        if got != mode {
+            return Err(RecordError::WrongMode {
+                expected: mode,
+                got,
+            });
+        }
+        Ok(mode)
+    }
+
+    fn record(&mut self, rec: record::RawRecord<'_>) -> Result<(), RecordError> {
+        let mode = self.mode_of(rec.payload.mode())?;
+        let id = self.table.intern(rec.labels_json, mode)?;
+        self.accept(id, mode, rec.ts, rec.payload)
+    }
+
+    /// Takes a series line's samples in order. A sample refused (out of
+    /// order) stops the line there: the samples before it stay taken, and
+    /// the error says which one it was.
+    fn series(&mut self, labels_json: &str, samples: &[(i64, f64)]) -> Result<(), RecordError> {
+        let mode = self.mode_of(Mode::Metrics)?;
+        let id = self.table.intern(labels_json, mode)?;
+        for (i, &(ts, v)) in samples.iter().enumerate() {
+            if let Err(e) = self.accept(id, mode, ts, Payload::Value(v)) {
+                return Err(RecordError::InSeries {
+                    sample: i + 1,
+                    of: samples.len(),
+                    taken: i,
+                    reason: Box::new(e),
+                });
+            }
+            // A long line paced slowly must not hold up Ctrl-C.
+            if self.stop.load(Relaxed) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn accept(

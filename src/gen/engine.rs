@@ -8,12 +8,14 @@ use super::metrics::MetricState;
 use super::rng::Rng;
 use super::Config;
 use crate::labels::LabelSet;
+use crate::record::series::write_series_line;
 use crate::record::{write_log_record, Mode};
 
 /// What one call to [`Generator::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Appended one entry (several records for a histogram).
+    /// Appended one entry (several records for a histogram), or with
+    /// --samples-per-line one line per sample series.
     Emitted,
     /// Every remaining series is too close to now: sleep this long, then
     /// step again. Callers should hand buffered output on first.
@@ -78,6 +80,11 @@ pub struct Generator<C: Clock> {
     line: Vec<u8>,
     /// Timestamp of the last entry, in units.
     last_ts: Option<i64>,
+    /// Samples per series line (metrics); 1 writes sample records.
+    per_line: u32,
+    /// Per sample series of the current unit: its samples for one line.
+    columns: Vec<Vec<(i64, f64)>>,
+    values: Vec<f64>,
 }
 
 /// Appends the same bytes as [`write_log_record`], but copies lines that
@@ -235,6 +242,9 @@ impl<C: Clock> Generator<C> {
             linegen: LineGen::new(cfg.line),
             line: Vec::with_capacity(cfg.line.line_bytes + 512),
             last_ts: None,
+            per_line: cfg.samples_per_line.max(1),
+            columns: Vec::new(),
+            values: Vec::new(),
         })
     }
 
@@ -324,6 +334,45 @@ impl<C: Clock> Generator<C> {
                         .write(&mut self.line, &mut u.rng, ts, u.emitted, info);
                     put_log_record(out, &u.log_prefix, ts, &self.line, w.escape_free);
                 }
+                Kind::Metric(m) if self.per_line > 1 => {
+                    // Up to `per_line` samples of this unit, while it may go
+                    // on: the same samples, in the same order per series, as
+                    // `per_line` turns would give it.
+                    self.columns.resize_with(u.labels.len(), Vec::new);
+                    self.columns.iter_mut().for_each(Vec::clear);
+                    let mut ts = ts;
+                    loop {
+                        if u.emitted > 0 {
+                            m.step(&mut u.rng);
+                        }
+                        m.values(&mut self.values);
+                        for (col, &v) in self.columns.iter_mut().zip(&self.values) {
+                            col.push((ts, v));
+                        }
+                        u.emitted += 1;
+                        self.last_ts = Some(ts);
+                        u.time.advance(&mut u.rng);
+                        let full = self.columns[0].len() >= self.per_line as usize;
+                        let counted = self.count > 0 && u.emitted >= self.count;
+                        let relabel = self.churn_every > 0 && u.emitted % self.churn_every == 0;
+                        if full || counted || relabel || u.time.finished() {
+                            break;
+                        }
+                        if let Some(lag) = self.lag {
+                            if lag.check(u.time.next(), self.now) != Verdict::Ready {
+                                break;
+                            }
+                        }
+                        ts = u.time.next();
+                    }
+                    for (labels, col) in u.labels.iter().zip(&self.columns) {
+                        write_series_line(out, labels, col);
+                    }
+                    self.skipped = 0;
+                    self.min_wait = i64::MAX;
+                    self.cursor += 1;
+                    return Ok(Step::Emitted);
+                }
                 Kind::Metric(m) => {
                     if u.emitted > 0 {
                         m.step(&mut u.rng);
@@ -347,9 +396,9 @@ mod tests {
     use super::*;
     use crate::gen::clock::ManualClock;
     use crate::gen::{Args, Config};
-    use crate::record::{parse_labels, parse_line};
+    use crate::record::{parse_any, parse_labels, parse_line, Line, Payload};
     use clap::Parser;
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
 
     const NOW: i64 = 1_800_000_000_000_000_000;
     const SEC: i64 = 1_000_000_000;
@@ -388,6 +437,116 @@ mod tests {
             }
         }
         (recs, waits)
+    }
+
+    /// Every sample per series (labels JSON -> (ts, value bits, clock at
+    /// emission)), from sample records or series lines alike.
+    #[allow(clippy::type_complexity)]
+    fn samples_by_series(cfg: &Config) -> BTreeMap<String, Vec<(i64, u64, i64)>> {
+        let mut g = Generator::new(cfg, ManualClock { now_ns: NOW }).unwrap();
+        let mut out = Vec::new();
+        let mut by = BTreeMap::<String, Vec<(i64, u64, i64)>>::new();
+        let mut buf = Vec::new();
+        loop {
+            out.clear();
+            match g.step(&mut out).unwrap() {
+                Step::Done => break,
+                Step::Wait(d) => g.clock_mut().sleep(d),
+                Step::Emitted => {
+                    let now = g.clock_mut().now_ns();
+                    for l in std::str::from_utf8(&out).unwrap().lines() {
+                        let (labels, samples) = match parse_any(l, &mut buf).unwrap() {
+                            Line::Record(r) => {
+                                let Payload::Value(v) = r.payload else {
+                                    panic!()
+                                };
+                                (r.labels_json, vec![(r.ts, v)])
+                            }
+                            Line::Series { labels_json } => (labels_json, buf.clone()),
+                        };
+                        let key = parse_labels(labels, Mode::Metrics).unwrap().to_json();
+                        let e = by.entry(key).or_default();
+                        e.extend(samples.iter().map(|&(t, v)| (t, v.to_bits(), now)));
+                    }
+                }
+            }
+        }
+        by
+    }
+
+    /// Series lines carry exactly the samples sample records carry, per
+    /// series and in order, whatever ends a line early (the count, the
+    /// duration, a change of identity, wall time), and never a sample
+    /// closer to wall time than --min-lag.
+    #[test]
+    fn series_lines_hold_the_same_samples_as_records() {
+        let start = ["--start-time", "1700000000000000000"];
+        for flags in [
+            &["--n-series", "3", "--count", "10"][..],
+            &[
+                "--n-series",
+                "2",
+                "--count",
+                "7",
+                "--metric-type",
+                "histogram",
+            ],
+            &[
+                "--n-series",
+                "2",
+                "--count",
+                "11",
+                "--metric-type",
+                "gauge",
+                "--jitter",
+                "7ms",
+            ],
+            &["--n-series", "2", "--count", "12", "--churn-every", "5"],
+            &["--n-series", "2", "--count", "0", "--duration", "9s"],
+            &[
+                "--n-series",
+                "2",
+                "--count",
+                "0",
+                "--duration",
+                "30s",
+                "--min-lag",
+                "10s",
+                "--max-lag",
+                "20s",
+            ],
+        ] {
+            let coupled = flags.contains(&"--min-lag");
+            let mut base = vec!["--metrics"];
+            base.extend_from_slice(flags);
+            if !coupled {
+                base.extend_from_slice(&start);
+            }
+            let one = samples_by_series(&config(&base));
+            assert!(one.values().all(|v| v.len() >= 2), "{flags:?}");
+            for n in ["2", "4", "100"] {
+                let mut f = base.clone();
+                f.extend_from_slice(&["--samples-per-line", n]);
+                let lines = samples_by_series(&config(&f));
+                assert_eq!(
+                    lines.keys().collect::<Vec<_>>(),
+                    one.keys().collect::<Vec<_>>(),
+                    "{f:?}"
+                );
+                for (k, v) in &lines {
+                    let strip = |v: &[(i64, u64, i64)]| -> Vec<(i64, u64)> {
+                        v.iter().map(|&(t, x, _)| (t, x)).collect()
+                    };
+                    assert_eq!(strip(v), strip(&one[k]), "{f:?} {k}");
+                    if coupled {
+                        // Timestamps are ms, the clock ns.
+                        for &(ts, _, now) in v {
+                            assert!(ts * 1_000_000 <= now - 10 * SEC, "{f:?}: {ts} at {now}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn assert_increasing(recs: &[(String, i64, i64)]) {

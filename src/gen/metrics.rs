@@ -111,6 +111,21 @@ impl MetricState {
         }
     }
 
+    /// The current value of each sample series, in the order of
+    /// [`MetricType::series_names`] (what [`MetricState::write`] writes).
+    pub fn values(&self, out: &mut Vec<f64>) {
+        out.clear();
+        match self {
+            MetricState::Counter(v) => out.push(*v as f64),
+            MetricState::Gauge(k) => out.push(*k as f64 / 1000.0),
+            MetricState::Histogram { cum, sum_ms } => {
+                out.extend(cum.iter().map(|&c| c as f64));
+                out.push(*sum_ms as f64 / 1000.0);
+                out.push(cum[11] as f64);
+            }
+        }
+    }
+
     /// Appends one record per sample series; `labels[i]` is the labels
     /// JSON of the i-th name from [`MetricType::series_names`].
     pub fn write(&self, out: &mut Vec<u8>, labels: &[Vec<u8>], ts_ms: i64) {

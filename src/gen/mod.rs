@@ -147,6 +147,15 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_name = "N", requires = "metrics")]
     pub n_metrics: u32,
 
+    /// Write up to N consecutive samples of a series on one line, in
+    /// VictoriaMetrics' JSON line format ({"metric":{..},"values":[..],
+    /// "timestamps":[..]}), which looker-push reads with a fraction of
+    /// the work and VictoriaMetrics' /api/v1/import takes as is. A line
+    /// holds fewer when the series ends or reaches wall time; 1 writes a
+    /// sample record per line.
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "metrics")]
+    pub samples_per_line: u32,
+
     /// Change every series' identity (its `cycle` label) every N entries;
     /// 0 = never.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -224,6 +233,8 @@ pub struct Config {
     pub n_metrics: u32,
     pub churn_every: u64,
     pub shard: Shard,
+    /// Samples per series line; 1 writes sample records.
+    pub samples_per_line: u32,
 }
 
 fn ns(d: Duration) -> i64 {
@@ -247,6 +258,9 @@ impl Config {
         }
         if a.n_metrics == 0 {
             return Err("--n-metrics must be at least 1".into());
+        }
+        if a.samples_per_line == 0 {
+            return Err("--samples-per-line must be at least 1".into());
         }
         let increment = a.time_increment.unwrap_or(match mode {
             Mode::Logs => Duration::from_millis(1),
@@ -334,6 +348,7 @@ impl Config {
             n_metrics: a.n_metrics,
             churn_every: a.churn_every,
             shard: a.shard,
+            samples_per_line: a.samples_per_line,
         })
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Log entry:     `{"labels":{"app":"x"},"ts":"1700000000000000000","line":"..."}`
 //! Metric sample: `{"labels":{"__name__":"m","k":"v"},"ts":1700000000000,"value":1.5}`
+//! Metric series: `{"metric":{"__name__":"m"},"values":[1,2],"timestamps":[1700000000000,1700000001000]}`
+//! (many samples of one series, see [`series`])
 //!
 //! Log timestamps are Unix nanoseconds, metric timestamps Unix
 //! milliseconds; either may be given as an integer, a decimal string, or an
@@ -15,6 +17,8 @@ use serde_json::value::RawValue;
 
 use crate::labels::{LabelError, LabelSet};
 use crate::timefmt;
+
+pub mod series;
 
 /// Whether a stream of records carries log lines or metric samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -53,6 +57,13 @@ pub enum RecordError {
     Value(String),
     #[error("expected a {expected:?} record, got a {got:?} record")]
     WrongMode { expected: Mode, got: Mode },
+    #[error("sample {sample} of {of}: {reason} (the {taken} before it were taken, the rest of the line not)")]
+    InSeries {
+        sample: usize,
+        of: usize,
+        taken: usize,
+        reason: Box<RecordError>,
+    },
 }
 
 /// The payload of one record.
@@ -82,8 +93,9 @@ pub struct RawRecord<'a> {
     pub payload: Payload<'a>,
 }
 
+/// The members of a record or a series line, any of them possibly absent.
 #[derive(Deserialize)]
-struct Wire<'a> {
+pub(crate) struct Wire<'a> {
     #[serde(borrow)]
     labels: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -92,11 +104,60 @@ struct Wire<'a> {
     line: Option<&'a RawValue>,
     #[serde(borrow, default)]
     value: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    metric: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    values: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timestamps: Option<&'a RawValue>,
 }
 
-/// Parses one NDJSON line (without its newline).
+/// What one input line holds.
+#[derive(Debug)]
+pub enum Line<'a> {
+    Record(RawRecord<'a>),
+    /// A series line ([`series`]); its samples are in the caller's buffer.
+    Series {
+        labels_json: &'a str,
+    },
+}
+
+/// Parses one NDJSON line, a record or a series line; a series line's
+/// samples go to `samples` (cleared first), in the order written.
+pub fn parse_any<'a>(
+    line: &'a str,
+    samples: &mut Vec<(i64, f64)>,
+) -> Result<Line<'a>, RecordError> {
+    if let Some(r) = parse_canonical(line) {
+        return Ok(Line::Record(r));
+    }
+    if let Some(labels_json) = series::parse_canonical(line, samples) {
+        return Ok(Line::Series { labels_json });
+    }
+    let w: Wire<'_> = serde_json::from_str(line).map_err(|e| json_error(line, e))?;
+    if w.metric.is_some() || w.values.is_some() || w.timestamps.is_some() {
+        let labels_json = series::from_wire(w, samples)?;
+        return Ok(Line::Series { labels_json });
+    }
+    from_wire(w).map(Line::Record)
+}
+
+/// serde's reason, plus a hint for the one non-JSON form we take.
+fn json_error(line: &str, e: serde_json::Error) -> RecordError {
+    let mut msg = e.to_string();
+    if line.contains("\"metric\"") && (line.contains("NaN") || line.contains("Inf")) {
+        msg.push_str(" (bare NaN and Inf are taken only in VictoriaMetrics' own layout: {\"metric\":{..},\"values\":[..],\"timestamps\":[..]} without spaces)");
+    }
+    RecordError::Json(msg)
+}
+
+/// Parses one NDJSON record line (without its newline).
 pub fn parse_line(line: &str) -> Result<RawRecord<'_>, RecordError> {
     let w: Wire<'_> = serde_json::from_str(line).map_err(|e| RecordError::Json(e.to_string()))?;
+    from_wire(w)
+}
+
+fn from_wire(w: Wire<'_>) -> Result<RawRecord<'_>, RecordError> {
     let labels = w
         .labels
         .ok_or_else(|| RecordError::Json("missing field \"labels\"".into()))?;
@@ -180,11 +241,7 @@ pub fn parse_canonical(line: &str) -> Option<RawRecord<'_>> {
     let num = rest[digits..]
         .strip_prefix(b",\"value\":")?
         .strip_suffix(b"}")?;
-    if !is_json_number(num) {
-        return None;
-    }
-    // ASCII digits, signs, '.', 'e': valid UTF-8.
-    let value = std::str::from_utf8(num).ok()?.parse::<f64>().ok()?;
+    let value = json_number(num)?;
     Some(RawRecord {
         labels_json,
         ts,
@@ -202,6 +259,58 @@ fn parse_digits(d: &[u8]) -> Option<i64> {
         v = v.checked_mul(10)?.checked_add((c - b'0') as i64)?;
     }
     Some(v)
+}
+
+/// The value of a JSON number, None if `b` is not one. Numbers of at most
+/// 15 digits without an exponent (what generators and exporters write) are
+/// computed directly, as the general parser's own fast path does with more
+/// checks around it: the digits as an integer (below 2^53) and a power of
+/// ten up to 10^15 are exact doubles, so one division rounds correctly, to
+/// the value `str::parse` gives.
+pub(crate) fn json_number(b: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (neg, body) = match b.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, b),
+    };
+    // One pass over -?(0|[1-9][0-9]*)(\.[0-9]+)? ; anything longer or
+    // with an exponent goes to the full grammar check and parser.
+    let mut m = 0u64;
+    let mut i = 0;
+    let digit = |i: usize| body.get(i).filter(|c| c.is_ascii_digit());
+    match body.first() {
+        Some(b'0') => i = 1,
+        Some(b'1'..=b'9') => {
+            while let Some(&c) = digit(i) {
+                m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                i += 1;
+            }
+        }
+        _ => return None,
+    }
+    let mut k = 0;
+    if body.get(i) == Some(&b'.') {
+        i += 1;
+        while let Some(&c) = digit(i) {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            i += 1;
+            k += 1;
+        }
+        if k == 0 {
+            return None;
+        }
+    }
+    if i == body.len() && i - usize::from(k > 0) <= 15 {
+        let v = m as f64 / POW10[k];
+        return Some(if neg { -v } else { v });
+    }
+    if !is_json_number(b) {
+        return None;
+    }
+    // ASCII digits, signs, '.', 'e': valid UTF-8.
+    std::str::from_utf8(b).ok()?.parse().ok()
 }
 
 /// JSON's number grammar: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
@@ -464,6 +573,58 @@ mod tests {
         }
     }
 
+    /// The direct computation of short decimals gives exactly what
+    /// `str::parse` gives, and refuses what JSON refuses.
+    #[test]
+    fn json_numbers_parse_as_the_standard_parser_does() {
+        let mut rng = crate::gen::rng::Rng::new(6, 0, 0);
+        let mut cases: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.000",
+            "1",
+            "12.5",
+            "0.1",
+            "0.3",
+            "123456789012345",
+            "1234567890123456",
+            "99999999999999.9",
+            "0.000000000000001",
+            "1e5",
+            "1.5E-3",
+            "9007199254740993",
+            "-12.345",
+            "2.2250738585072014e-308",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..300_000 {
+            let int = rng.u64() >> rng.below(64);
+            let frac = rng.below(18) as usize;
+            let s = int.to_string();
+            let s = if frac > 0 && frac < s.len() {
+                format!("{}.{}", &s[..s.len() - frac], &s[s.len() - frac..])
+            } else if frac > 0 {
+                format!("0.{}{s}", "0".repeat(frac - s.len().min(frac)))
+            } else {
+                s
+            };
+            cases.push(if rng.chance(0.5) { format!("-{s}") } else { s });
+        }
+        for c in &cases {
+            let want: f64 = c.parse().unwrap();
+            let got = json_number(c.as_bytes()).unwrap_or_else(|| panic!("refused {c}"));
+            assert_eq!(got.to_bits(), want.to_bits(), "{c}");
+        }
+        for bad in [
+            "", "-", "01", "1.", ".5", "+1", "1e", "0x1", "1.2.3", "--1", "NaN", "1 ",
+        ] {
+            assert_eq!(json_number(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
     #[test]
     fn label_validation_happens_on_the_slow_path() {
         assert!(parse_labels(r#"{"a-b":"1"}"#, Mode::Logs).is_err());
@@ -615,28 +776,36 @@ mod tests {
         }
         // Most generated lines take the fast path.
         assert!(taken * 10 > lines.len() * 7, "{taken} of {}", lines.len());
-        // Corruptions: every byte position deleted, doubled, or replaced
-        // by a structural character, on a sample of lines.
         let mut rng = crate::gen::rng::Rng::new(9, 0, 0);
         for l in lines.iter().step_by(7) {
-            let b = l.as_bytes();
-            for i in 0..b.len() {
+            for t in corruptions(l, &mut rng, b"\"{}:,\\ 0e-.") {
+                check(&t);
+            }
+        }
+    }
+
+    /// Corruptions of `line`: at every byte position, one of a deletion, a
+    /// doubling, a replacement by one of `structural`, or a cut (those
+    /// that are still UTF-8).
+    pub(super) fn corruptions(
+        line: &str,
+        rng: &mut crate::gen::rng::Rng,
+        structural: &[u8],
+    ) -> Vec<String> {
+        let b = line.as_bytes();
+        (0..b.len())
+            .filter_map(|i| {
                 let mut v = b.to_vec();
                 match rng.below(4) {
                     0 => {
                         v.remove(i);
                     }
                     1 => v.insert(i, b[i]),
-                    2 => {
-                        let set = b"\"{}:,\\ 0e-.";
-                        v[i] = set[rng.below(set.len() as u64) as usize];
-                    }
+                    2 => v[i] = structural[rng.below(structural.len() as u64) as usize],
                     _ => v.truncate(i),
                 }
-                if let Ok(t) = std::str::from_utf8(&v) {
-                    check(t);
-                }
-            }
-        }
+                String::from_utf8(v).ok()
+            })
+            .collect()
     }
 }

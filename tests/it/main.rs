@@ -13,6 +13,7 @@ mod ops;
 mod push;
 mod review;
 mod review2;
+mod series_lines;
 mod tls;
 mod util;
 mod verify;

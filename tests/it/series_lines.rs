@@ -1,0 +1,203 @@
+//! Series lines (VictoriaMetrics' JSON line format) as push input: from
+//! `looker-gen --samples-per-line`, and from a VictoriaMetrics export
+//! replayed into another store.
+
+use std::path::Path;
+
+use crate::push::urlencode;
+use crate::support::servers::{http_get, Prometheus, VictoriaMetrics};
+use crate::util::*;
+
+/// Each fragment line of a manifest without what differs between runs
+/// (run id, fragment and series numbers), labels in their place.
+fn fragments_without_run(manifest: &Path) -> Vec<String> {
+    let mut v: Vec<String> = manifest_fragments(manifest)
+        .into_iter()
+        .map(|mut f| {
+            let o = f.as_object_mut().unwrap();
+            for k in ["run", "id", "sid"] {
+                o.remove(k);
+            }
+            f.to_string()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The same samples as records or as series lines make the same
+/// fragments, and a file sink fed series lines verifies clean.
+#[test]
+fn series_lines_push_what_records_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = recent_start();
+    let flags = [
+        "--metrics",
+        "--metric-type",
+        "histogram",
+        "--seed",
+        "21",
+        "--start-time",
+        &start,
+        "--n-series",
+        "3",
+        "--count",
+        "45",
+    ];
+    let records = gen(&flags);
+    let lines = gen(&[&flags[..], &["--samples-per-line", "7"]].concat());
+    assert!(
+        lines.len() * 3 < records.len(),
+        "series lines are denser: {} vs {} bytes",
+        lines.len(),
+        records.len()
+    );
+    let mut manifests = Vec::new();
+    for (name, input) in [("records", &records), ("lines", &lines)] {
+        let (man, sink) = (
+            dir.path().join(format!("{name}.manifest")),
+            dir.path().join(format!("{name}.ndjson")),
+        );
+        let push_flags = ["--fragment-size", "10", "-q"];
+        let o = push_ok(
+            &[
+                &["--file", s(&sink), "--manifest", s(&man)][..],
+                &push_flags[..],
+            ]
+            .concat(),
+            input,
+        );
+        assert!(stderr(&o).is_empty(), "{name}: {}", stderr(&o));
+        assert_eq!(
+            trailer(&man)["entries"]["ok"],
+            3 * 14 * 45,
+            "{name}: every sample of 3 histograms (14 series each) acknowledged"
+        );
+        let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        manifests.push(fragments_without_run(&man));
+    }
+    assert_eq!(manifests[0].len(), manifests[1].len());
+    for (a, b) in manifests[0].iter().zip(&manifests[1]) {
+        assert_eq!(a, b);
+    }
+}
+
+/// A bad series line is named by file, line and sample; the samples
+/// before it, and the lines before it, stay pushed and verify.
+#[test]
+fn bad_series_line_names_its_sample_and_keeps_what_came_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms() - 60_000;
+    let input = format!(
+        "{}{{\"metric\":{{\"__name__\":\"m\",\"k\":\"a\"}},\"values\":[1,2,3,4],\"timestamps\":[{},{},{},{}]}}\n{}",
+        metric_rec(r#"{"__name__":"m","k":"a"}"#, t, "0"),
+        t + 1000,
+        t + 2000,
+        t + 2000,
+        t + 3000,
+        metric_rec(r#"{"__name__":"m","k":"b"}"#, t, "7"),
+    );
+    let path = dir.path().join("in.ndjson");
+    std::fs::write(&path, &input).unwrap();
+    let (man, sink) = (dir.path().join("m.ndjson"), dir.path().join("sink.ndjson"));
+    let o = bin("looker-push")
+        .args([s(&path), "--file", s(&sink), "--manifest", s(&man), "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("{}:2: sample 3 of 4", path.display())),
+        "{err}"
+    );
+    assert!(err.contains("is not after the previous sample"), "{err}");
+    assert!(err.contains("the 2 before it were taken"), "{err}");
+    assert_eq!(
+        trailer(&man)["entries"]["ok"],
+        3,
+        "line 1 and two samples of line 2"
+    );
+    let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+
+    // Skipping instead: the rest of line 2 is left out, line 3 is pushed.
+    let (man, sink) = (
+        dir.path().join("m2.ndjson"),
+        dir.path().join("sink2.ndjson"),
+    );
+    let o = bin("looker-push")
+        .args([s(&path), "--file", s(&sink), "--manifest", s(&man), "-q"])
+        .args(["--on-invalid", "skip"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(trailer(&man)["entries"]["ok"], 4);
+}
+
+/// A migration check: samples pushed into VictoriaMetrics, exported from
+/// it and replayed into Prometheus, are there exactly as first pushed:
+/// the manifest of the first push verifies against Prometheus.
+#[test]
+fn victoriametrics_export_replays_into_prometheus_and_verifies() {
+    let vm = VictoriaMetrics::start();
+    let prom = Prometheus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let input = recent_metrics(
+        22,
+        4,
+        120,
+        &["--metric-type", "gauge", "--invocation-id", "migrate"],
+    );
+    let n = input.iter().filter(|&&b| b == b'\n').count();
+    let first = dir.path().join("vm.manifest");
+    push_ok(
+        &[
+            "--remote-write",
+            &format!("{}/api/v1/write", vm.url()),
+            "--manifest",
+            s(&first),
+            "-q",
+        ],
+        &input,
+    );
+    vm.force_flush();
+    let (status, export) = http_get(
+        &vm.url(),
+        &format!(
+            "/api/v1/export?match[]={}",
+            urlencode("{invocation=\"migrate\"}")
+        ),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{export}");
+    assert!(export.starts_with("{\"metric\":"), "{export}");
+
+    let replay = dir.path().join("prom.manifest");
+    push_ok(
+        &[
+            "--remote-write",
+            &format!("{}/api/v1/write", prom.url()),
+            "--manifest",
+            s(&replay),
+            "-q",
+        ],
+        export.as_bytes(),
+    );
+    assert_eq!(trailer(&replay)["entries"]["ok"], n as u64);
+    for man in [&first, &replay] {
+        let rep = dir.path().join("r.json");
+        let o = verify(&[
+            "--manifest",
+            s(man),
+            "--prometheus",
+            &prom.url(),
+            "--report",
+            s(&rep),
+            "--wait",
+            "10s",
+        ]);
+        assert_eq!(code(&o), 0, "{}: {}", man.display(), stderr(&o));
+        assert_eq!(report(&rep)["entries_found"], n as u64);
+    }
+}
