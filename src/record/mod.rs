@@ -98,7 +98,9 @@ pub struct RawRecord<'a> {
 pub(crate) struct Wire<'a> {
     #[serde(borrow)]
     labels: Option<&'a RawValue>,
-    #[serde(borrow)]
+    /// `timestamp` is what `logcli query --output jsonl` writes (an
+    /// RFC3339 string), so Loki query output replays as it is.
+    #[serde(borrow, alias = "timestamp")]
     ts: Option<&'a RawValue>,
     #[serde(borrow, default)]
     line: Option<&'a RawValue>,

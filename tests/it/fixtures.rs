@@ -56,6 +56,47 @@ fn recorded_logs_in_every_timestamp_form_push_and_verify() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
+/// `logcli query --output jsonl --forward` output replays as recorded:
+/// its `timestamp` (RFC3339, offsets too) is the entry's exact time.
+#[test]
+fn logcli_jsonl_output_replays_with_exact_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, man) = (dir.path().join("out.ndjson"), dir.path().join("m.ndjson"));
+    let input = fixture("records/logcli.jsonl");
+    let o = bin("looker-push")
+        .args([s(&input), "--file", s(&out), "--manifest", s(&man), "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sink: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut got: Vec<(String, String)> = sink
+        .iter()
+        .map(|v| {
+            (
+                v["ts"].as_str().unwrap().into(),
+                v["line"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want = [
+        ("1700000000000000000", "GET /cart 200 12ms"),
+        ("1700000000000000001", "POST /cart/items 201 31ms <ok>"),
+        (
+            "1700000000500000000",
+            "level=error msg=\"payment declined\" code=51",
+        ),
+        ("1700000001123456789", "{\"q\":\"shoes\",\"hits\":42}"),
+    ];
+    assert_eq!(got, want.map(|(t, l)| (t.to_string(), l.to_string())));
+    let o = verify(&["--manifest", s(&man), "--file", s(&out)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
 #[test]
 fn recorded_metrics_with_nan_and_infinity_verify_in_the_file_sink_and_prometheus() {
     let dir = tempfile::tempdir().unwrap();
