@@ -279,6 +279,7 @@ fn config(cli: Cli) -> anyhow::Result<PushConfig> {
         quiet: cli.quiet,
         metrics_addr: cli.metrics_addr,
         shutdown_grace: cli.shutdown_grace,
+        exit_after: true,
     })
 }
 

@@ -76,6 +76,10 @@ pub struct PushConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// How long in-flight work may take to finish after SIGINT/SIGTERM.
     pub shutdown_grace: Duration,
+    /// The process ends when the push does: leave the series table for the
+    /// operating system to take back. Freeing 100,000 series one by one
+    /// took a third of the CPU of pushing 20 samples each.
+    pub exit_after: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -762,6 +766,9 @@ fn batch_thread(
         b.flush(&mut st.out);
     }
     st.send_out();
+    if cfg.exit_after {
+        std::mem::forget(std::mem::replace(&mut st.table, SeriesTable::new(1, 0)));
+    }
     BatchOutcome {
         mode: st.mode,
         skipped: st.skipped,
@@ -946,6 +953,11 @@ impl BatchState<'_> {
                     taken: i,
                     reason: Box::new(e),
                 });
+            }
+            if i == 0 {
+                if let Some(b) = self.batcher.as_mut() {
+                    b.reserve(id, samples.len() - 1);
+                }
             }
             // A long line paced slowly must not hold up Ctrl-C.
             if self.stop.load(Relaxed) {
