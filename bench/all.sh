@@ -37,6 +37,7 @@ run prometheus.sh "${PROM:-2000000}"
 LINES=100 VM=0 run prometheus.sh "${PROM:-2000000}"
 # The shape remote-write traffic has: many series, few samples each.
 SERIES=100000 VM=0 run prometheus.sh "${PROM:-2000000}"
+SERIES=100000 LINES=20 VM=0 run prometheus.sh "${PROM:-2000000}"
 # A paced run: fragments of one to three samples.
 run paced.sh "${PACED_RATE:-40000}" "${PACED_SECS:-5}"
 run memory.sh "${MEM_GB:-4}" "${MEM_VERIFY:-5000000}"
