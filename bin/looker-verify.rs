@@ -124,6 +124,7 @@ fn run(args: Args) -> anyhow::Result<Exit> {
         wait: args.wait,
         progress: (!args.quiet).then_some(args.progress_interval),
         metrics_addr: args.metrics_addr,
+        exit_after: true,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

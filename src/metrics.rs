@@ -102,7 +102,10 @@ pub struct GenMetrics {
 impl GenMetrics {
     pub fn new() -> Result<GenMetrics, prometheus::Error> {
         let registry = Registry::new_custom(Some("looker_gen".into()), None)?;
-        let records = IntCounter::new("records_total", "Lines written: records, or series lines with --samples-per-line.")?;
+        let records = IntCounter::new(
+            "records_total",
+            "Lines written: records, or series lines with --samples-per-line.",
+        )?;
         let bytes = IntCounter::new("bytes_total", "Bytes written.")?;
         let wait_seconds = prometheus::Counter::new(
             "wait_seconds_total",

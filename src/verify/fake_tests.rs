@@ -121,6 +121,7 @@ fn opts(manifest: PathBuf, target: Target) -> Options {
         wait: std::time::Duration::ZERO,
         progress: None,
         metrics_addr: None,
+        exit_after: false,
     }
 }
 

@@ -3,16 +3,20 @@
 //! of their series. Within a series the records are in push order, which is
 //! time order for ordered input.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
+use std::hash::BuildHasherDefault;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use xxhash_rust::xxh3::xxh3_128;
+
 use crate::labels::LabelSet;
 use crate::record::{self, Mode, Payload};
+use crate::series::PreHashed;
 
 use super::check::{Finding, Kind, Seen, SeriesChecker, SeriesPlan, SeriesResult, Span};
 
@@ -51,12 +55,16 @@ pub fn check_file(
         .enumerate()
         .map(|(i, p)| (&p.labels, i))
         .collect();
-    let mut checkers: BTreeMap<usize, SeriesChecker> = only
-        .iter()
-        .filter(|&&i| i < plans.len())
-        .map(|&i| (i, SeriesChecker::new(plans[i].clone())))
-        .collect();
-    let mut routes: HashMap<String, Route> = HashMap::new();
+    // By plan index: a lookup per line.
+    let mut checkers: Vec<Option<SeriesChecker>> = (0..plans.len()).map(|_| None).collect();
+    for &i in only.iter().filter(|&&i| i < plans.len()) {
+        checkers[i] = Some(SeriesChecker::new(plans[i].clone()));
+    }
+    // By the 128-bit xxh3 of the labels object as written (as the pusher
+    // keys series), and the last one: a sink holds each fragment's
+    // records together, so most lines repeat the previous line's labels.
+    let mut routes: HashMap<u128, Route, BuildHasherDefault<PreHashed>> = HashMap::default();
+    let mut last: Option<(Vec<u8>, Route)> = None;
     let mut strangers: Vec<(LabelSet, Span)> = Vec::new();
     let mut out = FileOutcome::default();
     let mut buf = Vec::with_capacity(4096);
@@ -84,13 +92,18 @@ pub fn check_file(
             out.bad_lines += 1;
             continue;
         }
-        let route = match routes.get(rec.labels_json) {
-            Some(r) => *r,
+        let key = rec.labels_json.as_bytes();
+        let cached = last.as_ref().filter(|(k, _)| k.as_slice() == key);
+        let route = match cached
+            .map(|(_, r)| *r)
+            .or_else(|| routes.get(&xxh3_128(key)).copied())
+        {
+            Some(r) => r,
             None => {
                 let r = match record::parse_labels(rec.labels_json, mode) {
                     Err(_) => Route::Bad,
                     Ok(labels) => match index.get(&labels) {
-                        Some(&i) if checkers.contains_key(&i) => Route::Check(i),
+                        Some(&i) if checkers[i].is_some() => Route::Check(i),
                         Some(_) => Route::Skip,
                         None => {
                             strangers.push((labels, Span::default()));
@@ -98,17 +111,23 @@ pub fn check_file(
                         }
                     },
                 };
-                routes.insert(rec.labels_json.to_string(), r);
+                routes.insert(xxh3_128(key), r);
                 r
             }
         };
+        if cached.is_none() {
+            let (k, r) = last.get_or_insert_with(|| (Vec::new(), route));
+            k.clear();
+            k.extend_from_slice(key);
+            *r = route;
+        }
         match route {
             Route::Check(i) => {
                 let seen = match &rec.payload {
                     Payload::Line(l) => Seen::log(rec.ts, l.as_bytes()),
                     Payload::Value(v) => Seen::sample(rec.ts, *v),
                 };
-                if let Some(c) = checkers.get_mut(&i) {
+                if let Some(c) = checkers[i].as_mut() {
                     c.observe(seen);
                 }
             }
@@ -117,7 +136,11 @@ pub fn check_file(
             Route::Bad => out.bad_lines += 1,
         }
     }
-    out.results = checkers.into_iter().map(|(i, c)| (i, c.finish())).collect();
+    out.results = checkers
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c?.finish())))
+        .collect();
     out.unexpected_series = strangers
         .into_iter()
         .map(|(labels, span)| Finding {
