@@ -436,9 +436,12 @@ impl Batcher {
         f.bytes()
             + f.escaped_extra
             + f.len() * self.per_entry_overhead
-            // The labels JSON is a little longer than a Loki selector and
-            // stands in for a remote-write label set's size.
-            + f.series.key.labels_json.len()
+            + match self.mode {
+                Mode::Logs => f.series.selector().len(),
+                // About a remote-write label set's size, without building
+                // the Loki selector a metric series never needs.
+                Mode::Metrics => f.series.key.labels_json.len(),
+            }
             + 16
     }
 

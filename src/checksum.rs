@@ -253,7 +253,7 @@ impl ValueSums {
     }
 }
 
-/// `(term * FIXED_ONE) as i128` for |term| < 2^62, in two hardware
+/// `(term * FIXED_ONE) as i128` for |term| < 2^31, in two hardware
 /// conversions instead of the software f64 -> i128 one, which was a tenth
 /// of the pusher's CPU on metrics. Both truncate toward zero: the high
 /// part is `x` truncated to a multiple of 2^32, so the rest keeps the sign

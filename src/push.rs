@@ -738,6 +738,7 @@ fn batch_thread(
         stop,
         raw_series: None,
         samples: Vec::new(),
+        reading: None,
         last_ts_ns: i64::MIN,
         since_sweep: 0,
         read_unpublished: 0,
@@ -799,6 +800,8 @@ struct BatchState<'a> {
     raw_series: Option<u32>,
     /// The samples of the series line being read, reused.
     samples: Vec<(i64, f64)>,
+    /// The series whose line is being read.
+    reading: Option<u32>,
     /// Timestamp (ns) of the last entry read, for the lag gauge.
     last_ts_ns: i64,
     /// Entries accepted since the last sweep.
@@ -939,32 +942,49 @@ impl BatchState<'_> {
         self.accept(id, mode, rec.ts, rec.payload)
     }
 
-    /// Takes a series line's samples in order. A sample refused (out of
-    /// order) stops the line there: the samples before it stay taken, and
-    /// the error says which one it was.
+    /// Takes a series line's samples in order. With --on-invalid fail a
+    /// refused sample (out of order) ends the line; with skip only the
+    /// refused samples are left out. The samples taken stay taken, and the
+    /// error names the first refused one.
     fn series(&mut self, labels_json: &str, samples: &[(i64, f64)]) -> Result<(), RecordError> {
         let mode = self.mode_of(Mode::Metrics)?;
         let id = self.table.intern(labels_json, mode)?;
+        // Paced, one line can take longer than a series may stay idle:
+        // the series is in use until its line is read.
+        self.reading = Some(id);
+        let stop_at_first = self.cfg.on_invalid == OnInvalid::Fail;
+        let mut first: Option<(usize, RecordError)> = None;
+        let mut refused = 0;
         for (i, &(ts, v)) in samples.iter().enumerate() {
             if let Err(e) = self.accept(id, mode, ts, Payload::Value(v)) {
-                return Err(RecordError::InSeries {
-                    sample: i + 1,
-                    of: samples.len(),
-                    taken: i,
-                    reason: Box::new(e),
-                });
+                refused += 1;
+                first.get_or_insert((i, e));
+                if stop_at_first {
+                    break;
+                }
             }
             if i == 0 {
                 if let Some(b) = self.batcher.as_mut() {
                     b.reserve(id, samples.len() - 1);
                 }
             }
-            // A long line paced slowly must not hold up Ctrl-C.
-            if self.stop.load(Relaxed) {
+            // A schedule that ended, a lane that closed, or Ctrl-C during
+            // a long paced line.
+            if self.done || self.stop.load(Relaxed) {
                 break;
             }
         }
-        Ok(())
+        self.reading = None;
+        match first {
+            None => Ok(()),
+            Some((i, e)) => Err(RecordError::InSeries {
+                sample: i + 1,
+                of: samples.len(),
+                refused,
+                rest_dropped: stop_at_first,
+                reason: Box::new(e),
+            }),
+        }
     }
 
     fn accept(
@@ -1111,10 +1131,10 @@ impl BatchState<'_> {
         self.table.tick(self.started.elapsed().as_secs() as u32);
         // Series churn: above a limit, forget the least recently used
         // series, never one with entries waiting in an open fragment.
-        let batcher = &self.batcher;
+        let (batcher, reading) = (&self.batcher, self.reading);
         let forced_before = self.table.forced_out;
         self.table
-            .evict(|id| batcher.as_ref().is_some_and(|b| b.has_open(id)));
+            .evict(|id| reading == Some(id) || batcher.as_ref().is_some_and(|b| b.has_open(id)));
         if forced_before == 0 && self.table.forced_out > 0 && !self.cfg.quiet {
             eprintln!(
                 "looker-push: more than --max-series {} series in use: the least recently used are forgotten while still in use (their labels are parsed again and their order checks start afresh); raise --max-series",

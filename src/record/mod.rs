@@ -57,13 +57,28 @@ pub enum RecordError {
     Value(String),
     #[error("expected a {expected:?} record, got a {got:?} record")]
     WrongMode { expected: Mode, got: Mode },
-    #[error("sample {sample} of {of}: {reason} (the {taken} before it were taken, the rest of the line not)")]
+    #[error("sample {sample} of {of}: {reason} ({})", in_series_note(*.sample, *.refused, *.rest_dropped))]
     InSeries {
         sample: usize,
         of: usize,
-        taken: usize,
+        /// Samples of the line refused (counting this one).
+        refused: usize,
+        /// Whether the samples after this one were left unread.
+        rest_dropped: bool,
         reason: Box<RecordError>,
     },
+}
+
+/// What happened to the rest of a series line with a refused sample.
+fn in_series_note(sample: usize, refused: usize, rest_dropped: bool) -> String {
+    let before = sample - 1;
+    if rest_dropped {
+        format!("the {before} before it were taken, the rest of the line not")
+    } else if refused == 1 {
+        "the others were taken".into()
+    } else {
+        format!("{refused} samples of the line refused, the others taken")
+    }
 }
 
 /// The payload of one record.
@@ -148,7 +163,7 @@ pub fn parse_any<'a>(
 fn json_error(line: &str, e: serde_json::Error) -> RecordError {
     let mut msg = e.to_string();
     if line.contains("\"metric\"") && (line.contains("NaN") || line.contains("Inf")) {
-        msg.push_str(" (bare NaN and Inf are taken only in VictoriaMetrics' own layout: {\"metric\":{..},\"values\":[..],\"timestamps\":[..]} without spaces)");
+        msg.push_str(" (bare NaN and Inf are taken only in VictoriaMetrics' own layout: {\"metric\":{..},\"values\":[..],\"timestamps\":[..]}, keys in that order, no spaces)");
     }
     RecordError::Json(msg)
 }

@@ -27,9 +27,16 @@ pub fn parse_canonical<'a>(line: &'a str, out: &mut Vec<(i64, f64)>) -> Option<&
     b.strip_prefix(b"{\"metric\":{")?;
     // As for sample records: without a backslash or a nested object in
     // the labels, the first `},"values":[` ends them.
-    let close = memchr::memchr_iter(b'}', b).find(|&i| b[i..].starts_with(b"},\"values\":["))?;
+    let mut close =
+        memchr::memchr_iter(b'}', b).find(|&i| b[i..].starts_with(b"},\"values\":["))?;
     if memchr::memchr2(b'\\', b'{', &b[11..close]).is_some() {
-        return None;
+        // A brace or an escape in a label value ("/users/{id}"): find the
+        // object's end reading its strings. The general parser cannot
+        // stand in here, as it refuses VictoriaMetrics' bare NaN.
+        close = object_end(b, 10)?;
+        if !b[close..].starts_with(b"},\"values\":[") {
+            return None;
+        }
     }
     let labels_json = &line[10..close + 1];
     let rest = &b[close + 12..];
@@ -50,6 +57,39 @@ pub fn parse_canonical<'a>(line: &'a str, out: &mut Vec<(i64, f64)>) -> Option<&
         n += 1;
     }
     (n == out.len()).then_some(labels_json)
+}
+
+/// The index of the `}` closing the object that opens at `b[start]`,
+/// reading strings and their escapes; None if it is not closed there.
+fn object_end(b: &[u8], start: usize) -> Option<usize> {
+    if b.get(start) != Some(&b'{') {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &c) in b.iter().enumerate().skip(start) {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match c {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return (c == b'}').then_some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// One value of a series line: a JSON number, NaN or an infinity as a
@@ -173,6 +213,40 @@ mod tests {
         assert_eq!(s[5], (1795578842000, -2e-7));
     }
 
+    /// Label values with braces and escapes, next to VictoriaMetrics' bare
+    /// NaN (which only the fast path reads), are read exactly.
+    #[test]
+    fn reads_export_lines_with_braces_and_escapes_in_labels() {
+        for (labels, want) in [
+            (r#"{"__name__":"m","uri":"/users/{id}"}"#, "/users/{id}"),
+            (
+                r#"{"__name__":"m","uri":"a\"},\"values\":[1]"}"#,
+                "a\"},\"values\":[1]",
+            ),
+            (r#"{"__name__":"m","uri":"back\\"}"#, "back\\"),
+            (r#"{"__name__":"m","uri":"}{"}"#, "}{"),
+        ] {
+            let line =
+                format!(r#"{{"metric":{labels},"values":[NaN,2],"timestamps":[1000,2000]}}"#);
+            let (l, s) = series(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(l, labels);
+            let set = crate::record::parse_labels(&l, Mode::Metrics).unwrap();
+            assert_eq!(set.get("uri"), Some(want), "{line}");
+            assert!(s[0].1.is_nan() && s[1] == (2000, 2.0), "{line}");
+        }
+        // Not an object of strings: refused when the labels are checked.
+        let line = r#"{"metric":{"__name__":"m","x":{"y":"z"}},"values":[NaN],"timestamps":[1]}"#;
+        let (l, _) = series(line).unwrap();
+        assert!(crate::record::parse_labels(&l, Mode::Metrics).is_err());
+        // An object that does not close where "values" starts: refused.
+        for bad in [
+            r#"{"metric":{"__name__":"m","u":"{"},"x":{},"values":[NaN],"timestamps":[1]}"#,
+            r#"{"metric":{"__name__":"m","u":"\"},"values":[NaN],"timestamps":[1]}"#,
+        ] {
+            assert!(series(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn other_layouts_read_the_same() {
         let canonical =
@@ -287,7 +361,12 @@ mod tests {
                 })
                 .collect();
             buf.clear();
-            write_series_line(&mut buf, br#"{"__name__":"m","job":"a"}"#, &samples);
+            let labels: &[u8] = match n % 3 {
+                0 => br#"{"__name__":"m","job":"a"}"#,
+                1 => br#"{"__name__":"m","uri":"/u/{id}"}"#,
+                _ => br#"{"__name__":"m","q":"say \"hi\" \\"}"#,
+            };
+            write_series_line(&mut buf, labels, &samples);
             lines.push(
                 String::from_utf8(buf.clone())
                     .unwrap()

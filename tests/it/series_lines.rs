@@ -121,18 +121,48 @@ fn bad_series_line_names_its_sample_and_keeps_what_came_before() {
     let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 
-    // Skipping instead: the rest of line 2 is left out, line 3 is pushed.
+    // Skipping instead: only the refused sample is left out.
     let (man, sink) = (
         dir.path().join("m2.ndjson"),
         dir.path().join("sink2.ndjson"),
     );
     let o = bin("looker-push")
-        .args([s(&path), "--file", s(&sink), "--manifest", s(&man), "-q"])
+        .args([s(&path), "--file", s(&sink), "--manifest", s(&man)])
         .args(["--on-invalid", "skip"])
         .output()
         .unwrap();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(trailer(&man)["entries"]["ok"], 4);
+    let err = stderr(&o);
+    assert!(err.contains(":2: sample 3 of 4"), "{err}");
+    assert!(err.contains("the others were taken"), "{err}");
+    assert_eq!(trailer(&man)["entries"]["ok"], 5);
+    let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+/// A rate schedule that ends in the middle of a series line ends the
+/// push there, as it does between records: a 0 -> 20/s ramp over 2 s
+/// lets about its area (20 samples) through, not the line's 500.
+#[test]
+fn a_schedule_ends_within_a_series_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let sched = dir.path().join("ramp.json");
+    std::fs::write(&sched, r#"{"stages":[{"duration":"2s","target":20}]}"#).unwrap();
+    let t = now_ms() - 3_600_000;
+    let samples: Vec<(i64, f64)> = (0..500).map(|i| (t + i * 1000, i as f64)).collect();
+    let mut line = Vec::new();
+    looker::record::series::write_series_line(&mut line, br#"{"__name__":"m"}"#, &samples);
+    let rep = dir.path().join("r.json");
+    let o = push_ok(
+        &["--null", "-q", "--schedule", s(&sched), "--report", s(&rep)],
+        &line,
+    );
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let read = report(&rep)["entries_read"].as_u64().unwrap();
+    assert!(
+        (10..=30).contains(&read),
+        "{read} samples through a ramp whose area is 20"
+    );
 }
 
 /// A migration check: samples pushed into VictoriaMetrics, exported from
