@@ -98,20 +98,20 @@ impl Hasher for PreHashed {
 /// allocation of its own (one per series was a few percent of push CPU
 /// with many series).
 #[derive(Debug)]
-enum Ids {
+pub(crate) enum Ids {
     One(u32),
     Many(Vec<u32>),
 }
 
 impl Ids {
-    fn as_slice(&self) -> &[u32] {
+    pub(crate) fn as_slice(&self) -> &[u32] {
         match self {
             Ids::One(id) => std::slice::from_ref(id),
             Ids::Many(v) => v,
         }
     }
 
-    fn push(&mut self, id: u32) {
+    pub(crate) fn push(&mut self, id: u32) {
         match self {
             Ids::One(first) => *self = Ids::Many(vec![*first, id]),
             Ids::Many(v) => v.push(id),

@@ -1,8 +1,10 @@
 //! Reading manifests back: every fragment with its final status, grouped
 //! by series, small ones merged into runs (see `merge`).
 
+use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use super::{
 use crate::checksum::{Digest, ValueSums};
 use crate::labels::LabelSet;
 use crate::record::Mode;
+use crate::series::{Ids, PreHashed};
 
 /// A fragment as read back from manifests, with its final status.
 #[derive(Debug, Clone)]
@@ -145,18 +148,36 @@ fn parse_ts_field(s: &str) -> Result<i64, String> {
 /// and a copy per fragment dominated memory.
 #[derive(Default)]
 struct SeriesIndex {
-    ids: HashMap<LabelSet, u32>,
+    /// Series numbers by a hash of their labels; the label sets live in
+    /// `list` only (a second copy as map keys was a tenth of verify's
+    /// memory with many series).
+    ids: HashMap<u64, Ids, BuildHasherDefault<PreHashed>>,
     list: Vec<LabelSet>,
 }
 
 impl SeriesIndex {
     fn intern(&mut self, labels: LabelSet) -> u32 {
-        let next = self.list.len() as u32;
-        let list = &mut self.list;
-        *self.ids.entry(labels).or_insert_with_key(|l| {
-            list.push(l.clone());
-            next
-        })
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(&labels);
+        let id = self.list.len() as u32;
+        match self.ids.entry(hash) {
+            Entry::Vacant(e) => {
+                e.insert(Ids::One(id));
+            }
+            Entry::Occupied(mut e) => {
+                let list = &self.list;
+                if let Some(&known) = e
+                    .get()
+                    .as_slice()
+                    .iter()
+                    .find(|&&i| list[i as usize] == labels)
+                {
+                    return known;
+                }
+                e.get_mut().push(id);
+            }
+        }
+        self.list.push(labels);
+        id
     }
 }
 
@@ -197,6 +218,16 @@ struct Finals {
     merge_small: bool,
 }
 
+/// Appends to a series' fragments, the first one without the three spare
+/// slots a Vec's first growth reserves: with many series of one fragment
+/// each (100k series of 20 samples) those were half of verify's memory.
+fn push_fragment(v: &mut Vec<Fragment>, f: Fragment) {
+    if v.capacity() == 0 {
+        v.reserve_exact(1);
+    }
+    v.push(f);
+}
+
 impl Finals {
     fn settle(&mut self, series: u32, frag: Fragment) {
         let i = series as usize;
@@ -211,15 +242,15 @@ impl Finals {
                 }
             }
             if let Some(run) = self.open[i].replace(frag) {
-                self.done[i].push(closed(run));
+                push_fragment(&mut self.done[i], closed(run));
             }
         } else {
             // Anything else of the series ends its run: a merged run never
             // spans a fragment that is not in it.
             if let Some(run) = self.open[i].take() {
-                self.done[i].push(closed(run));
+                push_fragment(&mut self.done[i], closed(run));
             }
-            self.done[i].push(frag);
+            push_fragment(&mut self.done[i], frag);
         }
     }
 }
@@ -508,7 +539,7 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
     done.resize_with(series_list.len(), Vec::new);
     for (i, run) in open.into_iter().enumerate() {
         if let Some(run) = run {
-            done[i].push(closed(run));
+            push_fragment(&mut done[i], closed(run));
         }
     }
     for (labels, frags) in series_list.into_iter().zip(done) {

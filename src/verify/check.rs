@@ -328,7 +328,12 @@ pub struct SeriesPlan {
 
 impl SeriesPlan {
     pub fn new(labels: LabelSet, fragments: &[Fragment]) -> SeriesPlan {
-        let mut frags: Vec<Fragment> = fragments.to_vec();
+        SeriesPlan::from_fragments(labels, fragments.to_vec())
+    }
+
+    /// As [`SeriesPlan::new`], taking the fragments: with many series a
+    /// copy of each series' fragments was a third of verify's peak memory.
+    pub fn from_fragments(labels: LabelSet, mut frags: Vec<Fragment>) -> SeriesPlan {
         for f in &mut frags {
             // A reversed range cannot come from the pusher; read it as the
             // range it spans rather than as an empty one that hides entries.

@@ -599,7 +599,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             } else {
                 frags
             };
-            Arc::new(SeriesPlan::new(labels, &frags))
+            Arc::new(SeriesPlan::from_fragments(labels, frags))
         })
         .collect();
     let chosen = sample(all.len(), opts.sample_series, opts.seed);
