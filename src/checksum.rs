@@ -69,7 +69,7 @@ pub fn round_12(value: f64) -> f64 {
     if !value.is_finite() || value == 0.0 || relative_precision(value) == 0.0 {
         return value;
     }
-    let exp = value.abs().log10().floor() as i32;
+    let exp = floor_log10(value.abs());
     let shift = 11 - exp;
     // 10^shift must stay finite and normal on both sides.
     if !(-290..=290).contains(&shift) {
@@ -77,10 +77,10 @@ pub fn round_12(value: f64) -> f64 {
     }
     let r = if shift >= 0 {
         let scale = 10f64.powi(shift);
-        (value * scale).round() / scale
+        round(value * scale) / scale
     } else {
         let scale = 10f64.powi(-shift);
-        (value / scale).round() * scale
+        round(value / scale) * scale
     };
     if r.is_finite() {
         r
@@ -140,6 +140,64 @@ const FIXED_ONE: f64 = 18_446_744_073_709_551_616.0;
 /// Marks an infinity's timestamp in `ValueSums::ts`, by sign.
 const POS_INF_MARK: u64 = 0x5bd1_e995_0000_0001;
 const NEG_INF_MARK: u64 = 0x5bd1_e995_0000_0002;
+
+/// `a.log10().floor() as i32` for finite a > 0, without libm's log10 (a
+/// fifth of the pusher's CPU on non-integer values) where the answer is
+/// certain: from the binary exponent and exact-enough powers of ten, when
+/// `a` is more than 1e-12 (relative) away from a power of ten. Closer than
+/// that, libm's log10 could round to the next integer, so it decides, as
+/// before; farther, its error (under 1e-13 of the logarithm) cannot move
+/// the floor, so both give the same integer.
+fn floor_log10(a: f64) -> i32 {
+    const P: [f64; 45] = [
+        1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10,
+        1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
+        1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21,
+        1e22,
+    ];
+    let slow = |a: f64| a.log10().floor() as i32;
+    let e2 = ((a.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    if !(-70..=70).contains(&e2) {
+        return slow(a);
+    }
+    // floor(log10(a)) is this or one more, as 2^e2 <= a < 2^(e2 + 1).
+    let mut e = (f64::from(e2) * std::f64::consts::LOG10_2).floor() as i32;
+    let at = |e: i32| P[(e + 22) as usize];
+    if !(-22..=21).contains(&e) {
+        return slow(a);
+    }
+    if a >= at(e + 1) {
+        e += 1;
+        if e > 21 {
+            return slow(a);
+        }
+    }
+    if a < at(e) * (1.0 + 1e-12) || a > at(e + 1) * (1.0 - 1e-12) {
+        return slow(a);
+    }
+    e
+}
+
+/// `x.round()` (half away from zero) without a call to libm: below 2^52
+/// the integer part converts exactly and so does the rest, which decides;
+/// from 2^52 up every double is an integer.
+#[inline]
+fn round(x: f64) -> f64 {
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
+    let i = x as i64;
+    let rest = x - i as f64;
+    let r = if rest >= 0.5 {
+        i + 1
+    } else if rest <= -0.5 {
+        i - 1
+    } else {
+        i
+    };
+    // -0.4 rounds to -0.0, as f64::round gives.
+    (r as f64).copysign(x)
+}
 
 /// `value == value.trunc()` for finite values, without a call to libm's
 /// `trunc` (the baseline x86-64 target has no instruction for it): every
@@ -334,8 +392,29 @@ mod tests {
             values.push(t * 2f64.powi(-(rng.below(60) as i32)));
         }
         values.extend([0.0, -0.0, 4_503_599_627_370_496.0, 9_007_199_254_740_993.0]);
+        // Next to powers of ten, where log10 rounds to the integer.
+        for k in -30..30 {
+            let p = 10f64.powi(k);
+            for d in -40i64..40 {
+                values.push(f64::from_bits((p.to_bits() as i64 + d) as u64));
+            }
+            values.extend([
+                p * (1.0 + 1e-12),
+                p * (1.0 - 1e-12),
+                p * 1.000001,
+                p * 0.999999,
+            ]);
+        }
         for v in values {
             assert_eq!(is_integer(v), v == v.trunc(), "{v:e}");
+            assert_eq!(round(v).to_bits(), v.round().to_bits(), "{v:e}");
+            for x in [v * 1e12, v + 0.5, v - 0.5, (v * 2.0).trunc() / 2.0] {
+                assert_eq!(round(x).to_bits(), x.round().to_bits(), "{x:e}");
+            }
+            let a = v.abs();
+            if a.is_finite() && a > 0.0 {
+                assert_eq!(floor_log10(a), a.log10().floor() as i32, "{a:e}");
+            }
             // Terms are below 2 * 1100.
             let term = v.clamp(-2200.0, 2200.0);
             assert_eq!(to_fixed(term), (term * FIXED_ONE) as i128, "{term:e}");
