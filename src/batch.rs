@@ -378,15 +378,16 @@ impl Batcher {
         self.after_push(id, out);
     }
 
-    /// Makes room for `n` more samples in the open fragment of series
-    /// `id`, if it has one: a series line says how many are coming, which
-    /// spares the fragment its growth steps.
+    /// Makes room for `n` more entries in the open fragment of series
+    /// `id`, if it has one: a series or stream line says how many are
+    /// coming, which spares the fragment its growth steps.
     pub fn reserve(&mut self, id: u32, n: usize) {
         if let Some(Some(f)) = self.open.get_mut(id as usize) {
             let n = n.min(self.limits.fragment_size.saturating_sub(f.len()));
             f.ts.reserve(n);
-            if let Entries::Values(v) = &mut f.entries {
-                v.reserve(n);
+            match &mut f.entries {
+                Entries::Values(v) => v.reserve(n),
+                Entries::Lines { ends, .. } => ends.reserve(n),
             }
         }
     }

@@ -737,7 +737,7 @@ fn batch_thread(
         stats,
         stop,
         raw_series: None,
-        samples: Vec::new(),
+        buffers: Default::default(),
         reading: None,
         last_ts_ns: i64::MIN,
         since_sweep: 0,
@@ -798,8 +798,8 @@ struct BatchState<'a> {
     stats: &'a Stats,
     stop: &'a AtomicBool,
     raw_series: Option<u32>,
-    /// The samples of the series line being read, reused.
-    samples: Vec<(i64, f64)>,
+    /// The entries of the series or stream line being read, reused.
+    buffers: record::series::Buffers,
     /// The series whose line is being read.
     reading: Option<u32>,
     /// Timestamp (ns) of the last entry read, for the lag gauge.
@@ -912,13 +912,25 @@ impl BatchState<'_> {
                 self.accept(id, Mode::Logs, ts, Payload::Line(text.into()))
             }
             InputFormat::Ndjson => {
-                let mut samples = std::mem::take(&mut self.samples);
-                let r = match record::parse_any(text, &mut samples) {
+                let mut buf = std::mem::take(&mut self.buffers);
+                let r = match record::parse_any(text, &mut buf) {
                     Ok(Line::Record(rec)) => self.record(rec),
-                    Ok(Line::Series { labels_json }) => self.series(labels_json, &samples),
+                    Ok(Line::Series { labels_json }) => {
+                        let s = &buf.samples;
+                        self.many(Mode::Metrics, labels_json, s.len(), |i| {
+                            (s[i].0, Payload::Value(s[i].1))
+                        })
+                    }
+                    Ok(Line::Stream { labels_json }) => {
+                        let e = &buf.entries;
+                        self.many(Mode::Logs, labels_json, e.len(), |i| {
+                            let (ts, line) = e.get(i);
+                            (ts, Payload::Line(std::borrow::Cow::Borrowed(line)))
+                        })
+                    }
                     Err(e) => Err(e),
                 };
-                self.samples = samples;
+                self.buffers = buf;
                 r
             }
         }
@@ -942,12 +954,19 @@ impl BatchState<'_> {
         self.accept(id, mode, rec.ts, rec.payload)
     }
 
-    /// Takes a series line's samples in order. With --on-invalid fail a
-    /// refused sample (out of order) ends the line; with skip only the
-    /// refused samples are left out. The samples taken stay taken, and the
-    /// error names the first refused one.
-    fn series(&mut self, labels_json: &str, samples: &[(i64, f64)]) -> Result<(), RecordError> {
-        let mode = self.mode_of(Mode::Metrics)?;
+    /// Takes the `n` entries of a series or stream line in order (entry i
+    /// is `item(i)`). With --on-invalid fail a refused entry (a sample out
+    /// of order) ends the line; with skip only the refused entries are left
+    /// out. The entries taken stay taken, and the error names the first
+    /// refused one.
+    fn many<'p>(
+        &mut self,
+        mode: Mode,
+        labels_json: &str,
+        n: usize,
+        item: impl Fn(usize) -> (i64, Payload<'p>),
+    ) -> Result<(), RecordError> {
+        let mode = self.mode_of(mode)?;
         let id = self.table.intern(labels_json, mode)?;
         // Paced, one line can take longer than a series may stay idle:
         // the series is in use until its line is read.
@@ -955,8 +974,9 @@ impl BatchState<'_> {
         let stop_at_first = self.cfg.on_invalid == OnInvalid::Fail;
         let mut first: Option<(usize, RecordError)> = None;
         let mut refused = 0;
-        for (i, &(ts, v)) in samples.iter().enumerate() {
-            if let Err(e) = self.accept(id, mode, ts, Payload::Value(v)) {
+        for i in 0..n {
+            let (ts, payload) = item(i);
+            if let Err(e) = self.accept(id, mode, ts, payload) {
                 refused += 1;
                 first.get_or_insert((i, e));
                 if stop_at_first {
@@ -965,7 +985,7 @@ impl BatchState<'_> {
             }
             if i == 0 {
                 if let Some(b) = self.batcher.as_mut() {
-                    b.reserve(id, samples.len() - 1);
+                    b.reserve(id, n - 1);
                 }
             }
             // A schedule that ended, a lane that closed, or Ctrl-C during
@@ -978,8 +998,12 @@ impl BatchState<'_> {
         match first {
             None => Ok(()),
             Some((i, e)) => Err(RecordError::InSeries {
+                unit: match mode {
+                    Mode::Metrics => "sample",
+                    Mode::Logs => "entry",
+                },
                 sample: i + 1,
-                of: samples.len(),
+                of: n,
                 refused,
                 rest_dropped: stop_at_first,
                 reason: Box::new(e),

@@ -446,7 +446,7 @@ mod tests {
         let mut g = Generator::new(cfg, ManualClock { now_ns: NOW }).unwrap();
         let mut out = Vec::new();
         let mut by = BTreeMap::<String, Vec<(i64, u64, i64)>>::new();
-        let mut buf = Vec::new();
+        let mut buf = crate::record::series::Buffers::default();
         loop {
             out.clear();
             match g.step(&mut out).unwrap() {
@@ -462,7 +462,8 @@ mod tests {
                                 };
                                 (r.labels_json, vec![(r.ts, v)])
                             }
-                            Line::Series { labels_json } => (labels_json, buf.clone()),
+                            Line::Series { labels_json } => (labels_json, buf.samples.clone()),
+                            Line::Stream { .. } => panic!("a stream line from --metrics"),
                         };
                         let key = parse_labels(labels, Mode::Metrics).unwrap().to_json();
                         let e = by.entry(key).or_default();

@@ -57,8 +57,10 @@ pub enum RecordError {
     Value(String),
     #[error("expected a {expected:?} record, got a {got:?} record")]
     WrongMode { expected: Mode, got: Mode },
-    #[error("sample {sample} of {of}: {reason} ({})", in_series_note(*.sample, *.refused, *.rest_dropped))]
+    #[error("{unit} {sample} of {of}: {reason} ({})", in_series_note(*.sample, *.refused, *.rest_dropped))]
     InSeries {
+        /// "sample" or "entry".
+        unit: &'static str,
         sample: usize,
         of: usize,
         /// Samples of the line refused (counting this one).
@@ -127,33 +129,43 @@ pub(crate) struct Wire<'a> {
     values: Option<&'a RawValue>,
     #[serde(borrow, default)]
     timestamps: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    stream: Option<&'a RawValue>,
 }
 
 /// What one input line holds.
 #[derive(Debug)]
 pub enum Line<'a> {
     Record(RawRecord<'a>),
-    /// A series line ([`series`]); its samples are in the caller's buffer.
+    /// A series line ([`series`]); its samples are in `Buffers::samples`.
     Series {
+        labels_json: &'a str,
+    },
+    /// A stream line ([`series`]); its entries are in `Buffers::entries`.
+    Stream {
         labels_json: &'a str,
     },
 }
 
-/// Parses one NDJSON line, a record or a series line; a series line's
-/// samples go to `samples` (cleared first), in the order written.
-pub fn parse_any<'a>(
-    line: &'a str,
-    samples: &mut Vec<(i64, f64)>,
-) -> Result<Line<'a>, RecordError> {
+/// Parses one NDJSON line: a record, a series line or a stream line, whose
+/// entries go to `buf` (cleared first), in the order written.
+pub fn parse_any<'a>(line: &'a str, buf: &mut series::Buffers) -> Result<Line<'a>, RecordError> {
     if let Some(r) = parse_canonical(line) {
         return Ok(Line::Record(r));
     }
-    if let Some(labels_json) = series::parse_canonical(line, samples) {
+    if let Some(labels_json) = series::parse_canonical(line, &mut buf.samples) {
         return Ok(Line::Series { labels_json });
     }
+    if let Some(labels_json) = series::parse_canonical_stream(line, &mut buf.entries) {
+        return Ok(Line::Stream { labels_json });
+    }
     let w: Wire<'_> = serde_json::from_str(line).map_err(|e| json_error(line, e))?;
+    if w.stream.is_some() {
+        let labels_json = series::stream_from_wire(w, &mut buf.entries)?;
+        return Ok(Line::Stream { labels_json });
+    }
     if w.metric.is_some() || w.values.is_some() || w.timestamps.is_some() {
-        let labels_json = series::from_wire(w, samples)?;
+        let labels_json = series::from_wire(w, &mut buf.samples)?;
         return Ok(Line::Series { labels_json });
     }
     from_wire(w).map(Line::Record)

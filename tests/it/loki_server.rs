@@ -107,7 +107,7 @@ async fn get(
 }
 
 /// `query_range`; returns the parsed body on 200 and panics otherwise.
-async fn query(url: &str, params: &[(&str, &str)], headers: &[(&str, &str)]) -> Value {
+pub(crate) async fn query(url: &str, params: &[(&str, &str)], headers: &[(&str, &str)]) -> Value {
     let (status, body) = get(url, "/loki/api/v1/query_range", params, headers).await;
     assert_eq!(status, 200, "query failed: {body}");
     let v: Value = serde_json::from_str(&body).unwrap();

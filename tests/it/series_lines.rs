@@ -1,10 +1,12 @@
 //! Series lines (VictoriaMetrics' JSON line format) as push input: from
 //! `looker-gen --samples-per-line`, and from a VictoriaMetrics export
-//! replayed into another store.
+//! replayed into another store; stream lines (Loki's streams) from one
+//! Loki's query answer replayed into another.
 
 use std::path::Path;
 
 use crate::push::urlencode;
+use crate::support::loki::{LokiConfig, LokiServer};
 use crate::support::servers::{http_get, Prometheus, VictoriaMetrics};
 use crate::util::*;
 
@@ -229,5 +231,78 @@ fn victoriametrics_export_replays_into_prometheus_and_verifies() {
         ]);
         assert_eq!(code(&o), 0, "{}: {}", man.display(), stderr(&o));
         assert_eq!(report(&rep)["entries_found"], n as u64);
+    }
+}
+
+/// A Loki-to-Loki copy: the streams one Loki answers a query with, one
+/// per line, replay into another, and the manifest of the first push
+/// verifies against the second Loki.
+#[test]
+fn loki_query_answer_replays_into_another_loki_and_verifies() {
+    let (a, b) = (
+        LokiServer::start(LokiConfig::default()),
+        LokiServer::start(LokiConfig::default()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let start = recent_start();
+    let input = gen(&[
+        "--seed",
+        "23",
+        "--start-time",
+        &start,
+        "--n-series",
+        "3",
+        "--count",
+        "200",
+        "--format",
+        "json",
+        "--invocation-id",
+        "copy",
+    ]);
+    let first = dir.path().join("a.manifest");
+    push_ok(&["--loki", &a.url(), "--manifest", s(&first), "-q"], &input);
+    // As indexed: without the header, Loki 3 merges structured metadata
+    // (its own detected_level) into the streams' labels.
+    let now = looker::timefmt::now_ns();
+    let (from, to) = (
+        (now - 3_600_000_000_000).to_string(),
+        (now + 60_000_000_000).to_string(),
+    );
+    let answer = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(crate::loki_server::query(
+            &a.url(),
+            &[
+                ("query", "{invocation=\"copy\"}"),
+                ("start", &from),
+                ("end", &to),
+                ("limit", "5000"),
+                ("direction", "forward"),
+            ],
+            &[("X-Loki-Response-Encoding-Flags", "categorize-labels")],
+        ));
+    let streams = answer["data"]["result"].as_array().unwrap();
+    assert_eq!(streams.len(), 3, "{answer}");
+    let lines: String = streams.iter().map(|r| format!("{r}\n")).collect();
+    assert!(lines.starts_with("{\"stream\":{"), "{lines}");
+
+    let replay = dir.path().join("b.manifest");
+    push_ok(
+        &["--loki", &b.url(), "--manifest", s(&replay), "-q"],
+        lines.as_bytes(),
+    );
+    assert_eq!(trailer(&replay)["entries"]["ok"], 600);
+    for man in [&first, &replay] {
+        let rep = dir.path().join("r.json");
+        let o = verify(&[
+            "--manifest",
+            s(man),
+            "--loki",
+            &b.url(),
+            "--report",
+            s(&rep),
+        ]);
+        assert_eq!(code(&o), 0, "{}: {}", man.display(), stderr(&o));
+        assert_eq!(report(&rep)["entries_found"], 600);
     }
 }
