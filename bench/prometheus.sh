@@ -14,7 +14,7 @@
 #   SERIES=N        series (default 2000)
 #   GEN_FLAGS=...   more looker-gen flags, e.g. "--label job=node --label ..."
 #   LINES=N         input as series lines of up to N samples each
-#                   (looker-gen --samples-per-line N) instead of one record
+#                   (looker-gen --entries-per-line N) instead of one record
 #                   per sample
 #
 # Samples are 1 s apart (less when there are more than 1800 per series)
@@ -35,7 +35,7 @@ cargo build --release --quiet --bin looker-gen --bin looker-push --bin looker-ve
 
 start=$(date -u -d '-30 min' +%Y-%m-%dT%H:%M:%SZ)
 "$R/looker-gen" --metrics --seed 1 --start-time "$start" --time-increment "${inc_ms}ms" \
-  --n-series "$series" --count "$per" --samples-per-line "${LINES:-1}" ${GEN_FLAGS:-} >"$tmp/in.ndjson"
+  --n-series "$series" --count "$per" --entries-per-line "${LINES:-1}" ${GEN_FLAGS:-} >"$tmp/in.ndjson"
 form="one record per sample"
 [ "${LINES:-1}" = 1 ] || form="series lines of up to $LINES samples"
 echo "input: $(num $n) samples, $series series x $per, ${inc_ms} ms apart from $start, $(($(stat -c %s "$tmp/in.ndjson") / 1000000)) MB, $form"

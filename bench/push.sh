@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Pipeline throughput of looker-push --null (parse, batch, encode protobuf +
 # snappy, count) on generated log records, per CPU second, with peak RSS;
-# then the same input through `cat` as the baseline of reading it.
+# the same entries as stream lines; and the record input through `cat` as
+# the baseline of reading it.
 #
 #   bench/push.sh [ENTRIES]     (default 2,000,000)
 set -euo pipefail
@@ -13,6 +14,9 @@ trap 'rm -rf "$tmp"' EXIT
 series=100
 ./target/release/looker-gen --seed 1 --start-time 2024-01-01T00:00:00Z --format looker \
   --line-bytes 100 --n-series $series --count $((n / series)) >"$tmp/in.ndjson"
+# The same entries as stream lines of 100 (Loki's streams).
+./target/release/looker-gen --seed 1 --start-time 2024-01-01T00:00:00Z --format looker \
+  --line-bytes 100 --n-series $series --count $((n / series)) --entries-per-line 100 >"$tmp/streams.ndjson"
 bytes=$(stat -c %s "$tmp/in.ndjson")
 echo "input: $n entries, $((bytes / 1000000)) MB"
 
@@ -34,5 +38,6 @@ measure() { # label, command...
 
 measure "cat (baseline read)" cat "$tmp/in.ndjson"
 measure "push --null (loki protobuf)" ./target/release/looker-push "$tmp/in.ndjson" --null -q
+measure "push --null, stream lines of 100" ./target/release/looker-push "$tmp/streams.ndjson" --null -q
 measure "push --null --encoding json" ./target/release/looker-push "$tmp/in.ndjson" --null -q --encoding json
 measure "push --file (ndjson sink)" ./target/release/looker-push "$tmp/in.ndjson" -q --file "$tmp/out.ndjson"

@@ -104,7 +104,7 @@ impl GenMetrics {
         let registry = Registry::new_custom(Some("looker_gen".into()), None)?;
         let records = IntCounter::new(
             "records_total",
-            "Lines written: records, or series lines with --samples-per-line.",
+            "Lines written: records, or series and stream lines with --entries-per-line.",
         )?;
         let bytes = IntCounter::new("bytes_total", "Bytes written.")?;
         let wait_seconds = prometheus::Counter::new(

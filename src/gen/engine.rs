@@ -15,7 +15,7 @@ use crate::record::{write_log_record, Mode};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// Appended one entry (several records for a histogram), or with
-    /// --samples-per-line one line per sample series.
+    /// --entries-per-line one line per series.
     Emitted,
     /// Every remaining series is too close to now: sleep this long, then
     /// step again. Callers should hand buffered output on first.
@@ -80,7 +80,7 @@ pub struct Generator<C: Clock> {
     line: Vec<u8>,
     /// Timestamp of the last entry, in units.
     last_ts: Option<i64>,
-    /// Samples per series line (metrics); 1 writes sample records.
+    /// Entries per series or stream line; 1 writes records.
     per_line: u32,
     /// Per sample series of the current unit: its samples for one line.
     columns: Vec<Vec<(i64, f64)>>,
@@ -98,13 +98,8 @@ pub fn put_log_record(
     line: &[u8],
     escape_free: bool,
 ) {
-    // A branch-free fold so the scan vectorises.
-    let scan = |l: &[u8]| {
-        l.iter()
-            .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
-    };
-    debug_assert!(!escape_free || scan(line));
-    let plain = escape_free || scan(line);
+    debug_assert!(!escape_free || needs_no_escape(line));
+    let plain = escape_free || needs_no_escape(line);
     let labels_json = &prefix[10..prefix.len() - 7];
     if !plain {
         // Lines are built from &str and char only; lossy never replaces.
@@ -116,6 +111,29 @@ pub fn put_log_record(
     out.extend_from_slice(b"\",\"line\":\"");
     out.extend_from_slice(line);
     out.extend_from_slice(b"\"}\n");
+}
+
+/// Whether `l` goes into a JSON string as it is. A branch-free fold so
+/// the scan vectorises.
+fn needs_no_escape(l: &[u8]) -> bool {
+    l.iter()
+        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'))
+}
+
+/// Appends one entry of a stream line, `["<ns>","<line>"]`.
+fn put_stream_entry(out: &mut Vec<u8>, ts_ns: i64, line: &[u8], escape_free: bool) {
+    out.extend_from_slice(b"[\"");
+    put_ts(out, ts_ns);
+    out.extend_from_slice(b"\",");
+    if escape_free || needs_no_escape(line) {
+        out.push(b'"');
+        out.extend_from_slice(line);
+        out.push(b'"');
+    } else {
+        // Lines are built from &str and char only; lossy never replaces.
+        crate::record::write_json_str(out, &String::from_utf8_lossy(line));
+    }
+    out.push(b']');
 }
 
 const PAIRS: [[u8; 2]; 100] = {
@@ -242,7 +260,7 @@ impl<C: Clock> Generator<C> {
             linegen: LineGen::new(cfg.line),
             line: Vec::with_capacity(cfg.line.line_bytes + 512),
             last_ts: None,
-            per_line: cfg.samples_per_line.max(1),
+            per_line: cfg.entries_per_line.max(1),
             columns: Vec::new(),
             values: Vec::new(),
         })
@@ -327,14 +345,56 @@ impl<C: Clock> Generator<C> {
                 }
             }
             let ts = u.time.next();
+            // Whether the unit may add its next entry to the line it is on.
+            let (count, churn_every, lag, now) = (self.count, self.churn_every, self.lag, self.now);
+            let per_line = self.per_line as usize;
+            let go_on = |emitted: u64, time: &Timeline, n: usize| {
+                let counted = count > 0 && emitted >= count;
+                let relabel = churn_every > 0 && emitted % churn_every == 0;
+                n < per_line
+                    && !counted
+                    && !relabel
+                    && !time.finished()
+                    && lag.map_or(true, |l| l.check(time.next(), now) == Verdict::Ready)
+            };
             match &mut u.kind {
+                Kind::Log(info) if per_line > 1 => {
+                    // Up to `per_line` entries of this stream as one stream
+                    // line: the same entries as `per_line` turns would give.
+                    out.extend_from_slice(b"{\"stream\":");
+                    out.extend_from_slice(&u.labels[0]);
+                    out.extend_from_slice(b",\"values\":[");
+                    let (mut ts, mut n) = (ts, 0);
+                    loop {
+                        let w = self
+                            .linegen
+                            .write(&mut self.line, &mut u.rng, ts, u.emitted, info);
+                        if n > 0 {
+                            out.push(b',');
+                        }
+                        put_stream_entry(out, ts, &self.line, w.escape_free);
+                        n += 1;
+                        u.emitted += 1;
+                        self.last_ts = Some(ts);
+                        u.time.advance(&mut u.rng);
+                        if !go_on(u.emitted, &u.time, n) {
+                            break;
+                        }
+                        ts = u.time.next();
+                    }
+                    out.extend_from_slice(b"]}\n");
+                    self.skipped = 0;
+                    self.min_wait = i64::MAX;
+                    self.cursor += 1;
+                    return Ok(Step::Emitted);
+                }
                 Kind::Log(info) => {
                     let w = self
                         .linegen
                         .write(&mut self.line, &mut u.rng, ts, u.emitted, info);
                     put_log_record(out, &u.log_prefix, ts, &self.line, w.escape_free);
                 }
-                Kind::Metric(m) if self.per_line > 1 => {
+                Kind::Metric(m) if per_line > 1 => {
                     // Up to `per_line` samples of this unit, while it may go
                     // on: the same samples, in the same order per series, as
                     // `per_line` turns would give it.
@@ -352,16 +412,8 @@ impl<C: Clock> Generator<C> {
                         u.emitted += 1;
                         self.last_ts = Some(ts);
                         u.time.advance(&mut u.rng);
-                        let full = self.columns[0].len() >= self.per_line as usize;
-                        let counted = self.count > 0 && u.emitted >= self.count;
-                        let relabel = self.churn_every > 0 && u.emitted % self.churn_every == 0;
-                        if full || counted || relabel || u.time.finished() {
+                        if !go_on(u.emitted, &u.time, self.columns[0].len()) {
                             break;
-                        }
-                        if let Some(lag) = self.lag {
-                            if lag.check(u.time.next(), self.now) != Verdict::Ready {
-                                break;
-                            }
                         }
                         ts = u.time.next();
                     }
@@ -439,14 +491,16 @@ mod tests {
         (recs, waits)
     }
 
-    /// Every sample per series (labels JSON -> (ts, value bits, clock at
-    /// emission)), from sample records or series lines alike.
+    /// Every entry per series (labels JSON -> (ts in ns, content, clock at
+    /// emission)), from records and series or stream lines alike; content
+    /// is a log line, or a sample's value bits.
     #[allow(clippy::type_complexity)]
-    fn samples_by_series(cfg: &Config) -> BTreeMap<String, Vec<(i64, u64, i64)>> {
+    fn entries_by_series(cfg: &Config) -> BTreeMap<String, Vec<(i64, String, i64)>> {
         let mut g = Generator::new(cfg, ManualClock { now_ns: NOW }).unwrap();
         let mut out = Vec::new();
-        let mut by = BTreeMap::<String, Vec<(i64, u64, i64)>>::new();
+        let mut by = BTreeMap::<String, Vec<(i64, String, i64)>>::new();
         let mut buf = crate::record::series::Buffers::default();
+        let unit = cfg.mode.ns_per_unit();
         loop {
             out.clear();
             match g.step(&mut out).unwrap() {
@@ -455,19 +509,33 @@ mod tests {
                 Step::Emitted => {
                     let now = g.clock_mut().now_ns();
                     for l in std::str::from_utf8(&out).unwrap().lines() {
-                        let (labels, samples) = match parse_any(l, &mut buf).unwrap() {
-                            Line::Record(r) => {
-                                let Payload::Value(v) = r.payload else {
-                                    panic!()
-                                };
-                                (r.labels_json, vec![(r.ts, v)])
-                            }
-                            Line::Series { labels_json } => (labels_json, buf.samples.clone()),
-                            Line::Stream { .. } => panic!("a stream line from --metrics"),
-                        };
-                        let key = parse_labels(labels, Mode::Metrics).unwrap().to_json();
+                        let bits = |v: f64| format!("{:016x}", v.to_bits());
+                        let (labels, entries): (&str, Vec<(i64, String)>) =
+                            match parse_any(l, &mut buf).unwrap() {
+                                Line::Record(r) => {
+                                    let content = match r.payload {
+                                        Payload::Value(v) => bits(v),
+                                        Payload::Line(l) => l.into_owned(),
+                                    };
+                                    (r.labels_json, vec![(r.ts, content)])
+                                }
+                                Line::Series { labels_json } => (
+                                    labels_json,
+                                    buf.samples.iter().map(|&(t, v)| (t, bits(v))).collect(),
+                                ),
+                                Line::Stream { labels_json } => (
+                                    labels_json,
+                                    (0..buf.entries.len())
+                                        .map(|i| {
+                                            let (t, l) = buf.entries.get(i);
+                                            (t, l.to_string())
+                                        })
+                                        .collect(),
+                                ),
+                            };
+                        let key = parse_labels(labels, cfg.mode).unwrap().to_json();
                         let e = by.entry(key).or_default();
-                        e.extend(samples.iter().map(|&(t, v)| (t, v.to_bits(), now)));
+                        e.extend(entries.into_iter().map(|(t, c)| (t * unit, c, now)));
                     }
                 }
             }
@@ -475,74 +543,88 @@ mod tests {
         by
     }
 
-    /// Series lines carry exactly the samples sample records carry, per
-    /// series and in order, whatever ends a line early (the count, the
-    /// duration, a change of identity, wall time), and never a sample
+    /// Series and stream lines carry exactly the entries records carry,
+    /// per series and in order, whatever ends a line early (the count, the
+    /// duration, a change of identity, wall time), and never an entry
     /// closer to wall time than --min-lag.
     #[test]
-    fn series_lines_hold_the_same_samples_as_records() {
+    fn series_and_stream_lines_hold_the_same_entries_as_records() {
         let start = ["--start-time", "1700000000000000000"];
-        for flags in [
-            &["--n-series", "3", "--count", "10"][..],
-            &[
-                "--n-series",
-                "2",
-                "--count",
-                "7",
-                "--metric-type",
-                "histogram",
-            ],
-            &[
-                "--n-series",
-                "2",
-                "--count",
-                "11",
-                "--metric-type",
-                "gauge",
-                "--jitter",
-                "7ms",
-            ],
-            &["--n-series", "2", "--count", "12", "--churn-every", "5"],
-            &["--n-series", "2", "--count", "0", "--duration", "9s"],
-            &[
-                "--n-series",
-                "2",
-                "--count",
-                "0",
-                "--duration",
-                "30s",
-                "--min-lag",
-                "10s",
-                "--max-lag",
-                "20s",
-            ],
-        ] {
-            let coupled = flags.contains(&"--min-lag");
-            let mut base = vec!["--metrics"];
+        let coupled = [
+            "--n-series",
+            "2",
+            "--count",
+            "0",
+            "--duration",
+            "30s",
+            "--min-lag",
+            "10s",
+            "--max-lag",
+            "20s",
+        ];
+        let cases: [(&[&str], &[&str]); 10] = [
+            (&["--metrics"], &["--n-series", "3", "--count", "10"]),
+            (
+                &["--metrics", "--metric-type", "histogram"],
+                &["--n-series", "2", "--count", "7"],
+            ),
+            (
+                &["--metrics", "--metric-type", "gauge"],
+                &["--n-series", "2", "--count", "11", "--jitter", "7ms"],
+            ),
+            (
+                &["--metrics"],
+                &["--n-series", "2", "--count", "12", "--churn-every", "5"],
+            ),
+            (
+                &["--metrics"],
+                &["--n-series", "2", "--count", "0", "--duration", "9s"],
+            ),
+            (&["--metrics"], &coupled),
+            (&["--format", "json"], &["--n-series", "3", "--count", "10"]),
+            (
+                &[
+                    "--format",
+                    "logfmt",
+                    "--bad-data",
+                    "40",
+                    "--multiline",
+                    "30",
+                ],
+                &["--n-series", "2", "--count", "13", "--jitter", "3ms"],
+            ),
+            (
+                &["--format", "syslog"],
+                &["--n-series", "2", "--count", "12", "--churn-every", "5"],
+            ),
+            (&["--format", "looker"], &coupled),
+        ];
+        for (kind, flags) in cases {
+            let is_coupled = flags.contains(&"--min-lag");
+            let mut base = kind.to_vec();
             base.extend_from_slice(flags);
-            if !coupled {
+            if !is_coupled {
                 base.extend_from_slice(&start);
             }
-            let one = samples_by_series(&config(&base));
-            assert!(one.values().all(|v| v.len() >= 2), "{flags:?}");
+            let one = entries_by_series(&config(&base));
+            assert!(one.values().all(|v| v.len() >= 2), "{base:?}");
             for n in ["2", "4", "100"] {
                 let mut f = base.clone();
-                f.extend_from_slice(&["--samples-per-line", n]);
-                let lines = samples_by_series(&config(&f));
+                f.extend_from_slice(&["--entries-per-line", n]);
+                let lines = entries_by_series(&config(&f));
                 assert_eq!(
                     lines.keys().collect::<Vec<_>>(),
                     one.keys().collect::<Vec<_>>(),
                     "{f:?}"
                 );
                 for (k, v) in &lines {
-                    let strip = |v: &[(i64, u64, i64)]| -> Vec<(i64, u64)> {
-                        v.iter().map(|&(t, x, _)| (t, x)).collect()
+                    let strip = |v: &[(i64, String, i64)]| -> Vec<(i64, String)> {
+                        v.iter().map(|(t, x, _)| (*t, x.clone())).collect()
                     };
                     assert_eq!(strip(v), strip(&one[k]), "{f:?} {k}");
-                    if coupled {
-                        // Timestamps are ms, the clock ns.
-                        for &(ts, _, now) in v {
-                            assert!(ts * 1_000_000 <= now - 10 * SEC, "{f:?}: {ts} at {now}");
+                    if is_coupled {
+                        for (ts, _, now) in v {
+                            assert!(*ts <= now - 10 * SEC, "{f:?}: {ts} at {now}");
                         }
                     }
                 }

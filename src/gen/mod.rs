@@ -147,14 +147,21 @@ pub struct Args {
     #[arg(long, default_value_t = 1, value_name = "N", requires = "metrics")]
     pub n_metrics: u32,
 
-    /// Write up to N consecutive samples of a series on one line, in
-    /// VictoriaMetrics' JSON line format ({"metric":{..},"values":[..],
-    /// "timestamps":[..]}), which looker-push reads with a fraction of
-    /// the work and VictoriaMetrics' /api/v1/import takes as is. A line
-    /// holds fewer when the series ends or reaches wall time; 1 writes a
-    /// sample record per line.
-    #[arg(long, default_value_t = 1, value_name = "N", requires = "metrics")]
-    pub samples_per_line: u32,
+    /// Write up to N consecutive entries of a series on one line: a
+    /// metric series in VictoriaMetrics' JSON line format
+    /// ({"metric":{..},"values":[..],"timestamps":[..]}), a log stream as a
+    /// Loki stream ({"stream":{..},"values":[["ns","line"],..]}).
+    /// looker-push reads them with a fraction of the work, and
+    /// VictoriaMetrics' /api/v1/import and Loki's push API take them as
+    /// they are. A line holds fewer when the series ends or reaches wall
+    /// time; 1 writes a record per line.
+    #[arg(
+        long,
+        default_value_t = 1,
+        value_name = "N",
+        alias = "samples-per-line"
+    )]
+    pub entries_per_line: u32,
 
     /// Change every series' identity (its `cycle` label) every N entries;
     /// 0 = never.
@@ -233,8 +240,8 @@ pub struct Config {
     pub n_metrics: u32,
     pub churn_every: u64,
     pub shard: Shard,
-    /// Samples per series line; 1 writes sample records.
-    pub samples_per_line: u32,
+    /// Entries per series or stream line; 1 writes records.
+    pub entries_per_line: u32,
 }
 
 fn ns(d: Duration) -> i64 {
@@ -259,8 +266,8 @@ impl Config {
         if a.n_metrics == 0 {
             return Err("--n-metrics must be at least 1".into());
         }
-        if a.samples_per_line == 0 {
-            return Err("--samples-per-line must be at least 1".into());
+        if a.entries_per_line == 0 {
+            return Err("--entries-per-line must be at least 1".into());
         }
         let increment = a.time_increment.unwrap_or(match mode {
             Mode::Logs => Duration::from_millis(1),
@@ -348,7 +355,7 @@ impl Config {
             n_metrics: a.n_metrics,
             churn_every: a.churn_every,
             shard: a.shard,
-            samples_per_line: a.samples_per_line,
+            entries_per_line: a.entries_per_line,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Series lines (VictoriaMetrics' JSON line format) as push input: from
-//! `looker-gen --samples-per-line`, and from a VictoriaMetrics export
+//! `looker-gen --entries-per-line` (and its alias --samples-per-line), and from a VictoriaMetrics export
 //! replayed into another store; stream lines (Loki's streams) from one
 //! Loki's query answer replayed into another.
 
@@ -75,6 +75,60 @@ fn series_lines_push_what_records_push() {
             3 * 14 * 45,
             "{name}: every sample of 3 histograms (14 series each) acknowledged"
         );
+        let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        manifests.push(fragments_without_run(&man));
+    }
+    assert_eq!(manifests[0].len(), manifests[1].len());
+    for (a, b) in manifests[0].iter().zip(&manifests[1]) {
+        assert_eq!(a, b);
+    }
+}
+
+/// The same log entries as records or as stream lines make the same
+/// fragments, and a file sink fed stream lines verifies clean.
+#[test]
+fn stream_lines_push_what_records_push() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = recent_start();
+    let flags = [
+        "--format",
+        "logfmt",
+        "--multiline",
+        "20",
+        "--bad-data",
+        "20",
+        "--seed",
+        "24",
+        "--start-time",
+        &start,
+        "--n-series",
+        "3",
+        "--count",
+        "300",
+    ];
+    let records = gen(&flags);
+    let lines = gen(&[&flags[..], &["--entries-per-line", "50"]].concat());
+    assert!(lines.starts_with(b"{\"stream\":"));
+    let mut manifests = Vec::new();
+    for (name, input) in [("records", &records), ("lines", &lines)] {
+        let (man, sink) = (
+            dir.path().join(format!("{name}.manifest")),
+            dir.path().join(format!("{name}.ndjson")),
+        );
+        push_ok(
+            &[
+                "--file",
+                s(&sink),
+                "--manifest",
+                s(&man),
+                "--fragment-size",
+                "40",
+                "-q",
+            ],
+            input,
+        );
+        assert_eq!(trailer(&man)["entries"]["ok"], 900, "{name}");
         let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
         assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
         manifests.push(fragments_without_run(&man));
