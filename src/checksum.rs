@@ -160,8 +160,10 @@ fn floor_log10(a: f64) -> i32 {
     if !(-70..=70).contains(&e2) {
         return slow(a);
     }
-    // floor(log10(a)) is this or one more, as 2^e2 <= a < 2^(e2 + 1).
-    let mut e = (f64::from(e2) * std::f64::consts::LOG10_2).floor() as i32;
+    // floor(log10(a)) is this or one more, as 2^e2 <= a < 2^(e2 + 1):
+    // floor(e2 * log10(2)), in integers (78913 / 2^18 is log10(2) to
+    // within 2e-7, exact enough for |e2| <= 70; a unit test checks).
+    let mut e = (e2 * 78913) >> 18;
     let at = |e: i32| P[(e + 22) as usize];
     if !(-22..=21).contains(&e) {
         return slow(a);
@@ -368,6 +370,14 @@ fn weight(h: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integer_log10_of_two_powers_is_exact() {
+        for e2 in -70i32..=70 {
+            let want = (f64::from(e2) * std::f64::consts::LOG10_2).floor() as i32;
+            assert_eq!((e2 * 78913) >> 18, want, "{e2}");
+        }
+    }
 
     /// The shortcuts give exactly what the plain expressions give, on
     /// random bit patterns and on the edges.

@@ -66,6 +66,7 @@ pub fn check_file(
     let mut routes: HashMap<u128, Route, BuildHasherDefault<PreHashed>> = HashMap::default();
     let mut last: Option<(Vec<u8>, Route)> = None;
     let mut strangers: Vec<(LabelSet, Span)> = Vec::new();
+    let mut stranger_index: HashMap<LabelSet, usize> = HashMap::new();
     let mut out = FileOutcome::default();
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -105,10 +106,16 @@ pub fn check_file(
                     Ok(labels) => match index.get(&labels) {
                         Some(&i) if checkers[i].is_some() => Route::Check(i),
                         Some(_) => Route::Skip,
-                        None => {
-                            strangers.push((labels, Span::default()));
-                            Route::Stranger(strangers.len() - 1)
-                        }
+                        // One finding per stranger series, however its
+                        // labels are spelled (order, escaping).
+                        None => match stranger_index.get(&labels) {
+                            Some(&k) => Route::Stranger(k),
+                            None => {
+                                stranger_index.insert(labels.clone(), strangers.len());
+                                strangers.push((labels, Span::default()));
+                                Route::Stranger(strangers.len() - 1)
+                            }
+                        },
                     },
                 };
                 routes.insert(xxh3_128(key), r);
@@ -321,7 +328,8 @@ mod tests {
         let (man, data) = write_fixture(dir.path(), &[(set(&[("app", "a")]), 1000, 3)]);
         let mut text = std::fs::read_to_string(&data).unwrap();
         text.push_str("{\"labels\":{\"app\":\"zz\"},\"ts\":\"5\",\"line\":\"x\"}\n");
-        text.push_str("{\"labels\":{\"app\":\"zz\"},\"ts\":\"9\",\"line\":\"y\"}\n");
+        // The same series spelled otherwise: one finding still.
+        text.push_str("{\"labels\":{\"app\":\"\\u007az\"},\"ts\":\"9\",\"line\":\"y\"}\n");
         text.push_str("not json\n");
         std::fs::write(&data, text).unwrap();
         let out = check(&man, &data);
