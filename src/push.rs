@@ -34,7 +34,9 @@ use crate::timefmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {
-    /// The looker record format.
+    /// The looker record format: one entry per line, or many of one series
+    /// per line as series lines (VictoriaMetrics' JSON line format, as its
+    /// export writes) or stream lines (Loki streams, as its query answers)
     Ndjson,
     /// Each text line is a log line; labels come from --label.
     Raw,
