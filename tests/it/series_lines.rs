@@ -27,11 +27,41 @@ fn fragments_without_run(manifest: &Path) -> Vec<String> {
     v
 }
 
+/// Pushes `records` and `lines` (the same entries, one per line and many
+/// per line) to the file sink with `--fragment-size`, checks each push
+/// acknowledged `entries` and verifies clean, and that both made the same
+/// fragments.
+fn same_fragments_either_way(records: &[u8], lines: &[u8], fragment_size: &str, entries: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifests = Vec::new();
+    for (name, input) in [("records", records), ("lines", lines)] {
+        let (man, sink) = (
+            dir.path().join(format!("{name}.manifest")),
+            dir.path().join(format!("{name}.ndjson")),
+        );
+        let o = push_ok(
+            &["--file", s(&sink), "--manifest", s(&man)]
+                .into_iter()
+                .chain(["--fragment-size", fragment_size, "-q"])
+                .collect::<Vec<_>>(),
+            input,
+        );
+        assert!(stderr(&o).is_empty(), "{name}: {}", stderr(&o));
+        assert_eq!(trailer(&man)["entries"]["ok"], entries, "{name}");
+        let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
+        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
+        manifests.push(fragments_without_run(&man));
+    }
+    assert_eq!(manifests[0].len(), manifests[1].len());
+    for (a, b) in manifests[0].iter().zip(&manifests[1]) {
+        assert_eq!(a, b);
+    }
+}
+
 /// The same samples as records or as series lines make the same
 /// fragments, and a file sink fed series lines verifies clean.
 #[test]
 fn series_lines_push_what_records_push() {
-    let dir = tempfile::tempdir().unwrap();
     let start = recent_start();
     let flags = [
         "--metrics",
@@ -54,42 +84,14 @@ fn series_lines_push_what_records_push() {
         lines.len(),
         records.len()
     );
-    let mut manifests = Vec::new();
-    for (name, input) in [("records", &records), ("lines", &lines)] {
-        let (man, sink) = (
-            dir.path().join(format!("{name}.manifest")),
-            dir.path().join(format!("{name}.ndjson")),
-        );
-        let push_flags = ["--fragment-size", "10", "-q"];
-        let o = push_ok(
-            &[
-                &["--file", s(&sink), "--manifest", s(&man)][..],
-                &push_flags[..],
-            ]
-            .concat(),
-            input,
-        );
-        assert!(stderr(&o).is_empty(), "{name}: {}", stderr(&o));
-        assert_eq!(
-            trailer(&man)["entries"]["ok"],
-            3 * 14 * 45,
-            "{name}: every sample of 3 histograms (14 series each) acknowledged"
-        );
-        let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
-        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
-        manifests.push(fragments_without_run(&man));
-    }
-    assert_eq!(manifests[0].len(), manifests[1].len());
-    for (a, b) in manifests[0].iter().zip(&manifests[1]) {
-        assert_eq!(a, b);
-    }
+    // Every sample of 3 histograms (14 series each).
+    same_fragments_either_way(&records, &lines, "10", 3 * 14 * 45);
 }
 
 /// The same log entries as records or as stream lines make the same
 /// fragments, and a file sink fed stream lines verifies clean.
 #[test]
 fn stream_lines_push_what_records_push() {
-    let dir = tempfile::tempdir().unwrap();
     let start = recent_start();
     let flags = [
         "--format",
@@ -110,33 +112,7 @@ fn stream_lines_push_what_records_push() {
     let records = gen(&flags);
     let lines = gen(&[&flags[..], &["--entries-per-line", "50"]].concat());
     assert!(lines.starts_with(b"{\"stream\":"));
-    let mut manifests = Vec::new();
-    for (name, input) in [("records", &records), ("lines", &lines)] {
-        let (man, sink) = (
-            dir.path().join(format!("{name}.manifest")),
-            dir.path().join(format!("{name}.ndjson")),
-        );
-        push_ok(
-            &[
-                "--file",
-                s(&sink),
-                "--manifest",
-                s(&man),
-                "--fragment-size",
-                "40",
-                "-q",
-            ],
-            input,
-        );
-        assert_eq!(trailer(&man)["entries"]["ok"], 900, "{name}");
-        let o = verify(&["--manifest", s(&man), "--file", s(&sink)]);
-        assert_eq!(code(&o), 0, "{name}: {}", stderr(&o));
-        manifests.push(fragments_without_run(&man));
-    }
-    assert_eq!(manifests[0].len(), manifests[1].len());
-    for (a, b) in manifests[0].iter().zip(&manifests[1]) {
-        assert_eq!(a, b);
-    }
+    same_fragments_either_way(&records, &lines, "40", 900);
 }
 
 /// A bad series line is named by file, line and sample; the samples
