@@ -115,6 +115,9 @@ bench_store() {
     "$(calc "100 * $push_cpu / $store")" "$(calc "100 * $push_cpu / $store5")"
   printf '%-34s %7.1f%%  protobuf + snappy only; %.1f%% with batching and digests\n' "floor / $name CPU" \
     "$(calc "100 * $floor_encode * $n / 1000000 / $store")" "$(calc "100 * $floor_batch * $n / 1000000 / $store")"
+  # How far push is above what building the requests alone costs.
+  printf '%-34s %7.2fx\n' "push CPU / floor with digests" \
+    "$(calc "$push_cpu * 1000000 / $n / $floor_batch")"
   printf '%-34s %7.2fs wall %7.2fs cpu %12s samples/s %7.1f MB RSS   (best of 3, verdict ok)\n' "looker-verify" \
     "$bw" "$bc" "$(num "$(calc "$n / $bw")")" "$br"
   if [ -n "$rr" ]; then
