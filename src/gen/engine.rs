@@ -84,7 +84,6 @@ pub struct Generator<C: Clock> {
     per_line: u32,
     /// Per sample series of the current unit: its samples for one line.
     columns: Vec<Vec<(i64, f64)>>,
-    values: Vec<f64>,
 }
 
 /// Appends the same bytes as [`write_log_record`], but copies lines that
@@ -262,7 +261,6 @@ impl<C: Clock> Generator<C> {
             last_ts: None,
             per_line: cfg.entries_per_line.max(1),
             columns: Vec::new(),
-            values: Vec::new(),
         })
     }
 
@@ -405,8 +403,8 @@ impl<C: Clock> Generator<C> {
                         if u.emitted > 0 {
                             m.step(&mut u.rng);
                         }
-                        m.values(&mut self.values);
-                        for (col, &v) in self.columns.iter_mut().zip(&self.values) {
+                        let (values, n) = m.values();
+                        for (col, &v) in self.columns.iter_mut().zip(&values[..n]) {
                             col.push((ts, v));
                         }
                         u.emitted += 1;

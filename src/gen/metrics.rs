@@ -112,34 +112,36 @@ impl MetricState {
     }
 
     /// The current value of each sample series, in the order of
-    /// [`MetricType::series_names`] (what [`MetricState::write`] writes).
-    pub fn values(&self, out: &mut Vec<f64>) {
-        out.clear();
-        match self {
-            MetricState::Counter(v) => out.push(*v as f64),
-            MetricState::Gauge(k) => out.push(*k as f64 / 1000.0),
-            MetricState::Histogram { cum, sum_ms } => {
-                out.extend(cum.iter().map(|&c| c as f64));
-                out.push(*sum_ms as f64 / 1000.0);
-                out.push(cum[11] as f64);
+    /// [`MetricType::series_names`]: the first `n` of the array.
+    pub fn values(&self) -> ([f64; 14], usize) {
+        let mut v = [0.0; 14];
+        let n = match self {
+            MetricState::Counter(c) => {
+                v[0] = *c as f64;
+                1
             }
-        }
+            MetricState::Gauge(k) => {
+                v[0] = *k as f64 / 1000.0;
+                1
+            }
+            MetricState::Histogram { cum, sum_ms } => {
+                for (x, &c) in v.iter_mut().zip(cum.iter()) {
+                    *x = c as f64;
+                }
+                v[12] = *sum_ms as f64 / 1000.0;
+                v[13] = cum[11] as f64;
+                14
+            }
+        };
+        (v, n)
     }
 
     /// Appends one record per sample series; `labels[i]` is the labels
     /// JSON of the i-th name from [`MetricType::series_names`].
     pub fn write(&self, out: &mut Vec<u8>, labels: &[Vec<u8>], ts_ms: i64) {
-        use crate::record::write_metric_record as rec;
-        match self {
-            MetricState::Counter(v) => rec(out, &labels[0], ts_ms, *v as f64),
-            MetricState::Gauge(k) => rec(out, &labels[0], ts_ms, *k as f64 / 1000.0),
-            MetricState::Histogram { cum, sum_ms } => {
-                for (l, c) in labels.iter().zip(cum.iter()) {
-                    rec(out, l, ts_ms, *c as f64);
-                }
-                rec(out, &labels[12], ts_ms, *sum_ms as f64 / 1000.0);
-                rec(out, &labels[13], ts_ms, cum[11] as f64);
-            }
+        let (values, n) = self.values();
+        for (l, &v) in labels.iter().zip(&values[..n]) {
+            crate::record::write_metric_record(out, l, ts_ms, v);
         }
     }
 }

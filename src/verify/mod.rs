@@ -694,14 +694,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             }
         }
         first = false;
-        todo.retain(|&i| {
-            results[i]
-                .as_ref()
-                .is_some_and(SeriesResult::has_discrepancy)
-        });
-        if let Some(m) = &progress.metrics {
-            m.series_failing.set(todo.len() as i64);
-        }
+        keep_failing(&mut todo, &results, &progress);
         if todo.is_empty() || Instant::now() >= deadline {
             break;
         }
@@ -736,14 +729,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
                 for (i, r) in done {
                     results[i] = Some(r);
                 }
-                todo.retain(|&i| {
-                    results[i]
-                        .as_ref()
-                        .is_some_and(SeriesResult::has_discrepancy)
-                });
-                if let Some(m) = &progress.metrics {
-                    m.series_failing.set(todo.len() as i64);
-                }
+                keep_failing(&mut todo, &results, &progress);
             }
             // The first reading's findings stand.
             Err(e) => {
@@ -787,6 +773,19 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
         Exit::Ok
     };
     Ok(Outcome { report, exit })
+}
+
+/// Keeps in `todo` the series whose latest result has a discrepancy, and
+/// shows their number.
+fn keep_failing(todo: &mut Vec<usize>, results: &[Option<SeriesResult>], progress: &Progress) {
+    todo.retain(|&i| {
+        results[i]
+            .as_ref()
+            .is_some_and(SeriesResult::has_discrepancy)
+    });
+    if let Some(m) = &progress.metrics {
+        m.series_failing.set(todo.len() as i64);
+    }
 }
 
 fn mode_name(m: Mode) -> &'static str {
