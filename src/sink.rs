@@ -207,9 +207,12 @@ impl Sender {
                     Attempt::Retry {
                         code: Some(code),
                         reason,
-                        // A 429 rejects the whole request (Loki, Mimir,
-                        // Prometheus); a 5xx may follow a partial write.
-                        ambiguous: code != 429,
+                        // A 5xx may follow a partial write, and so may a
+                        // 429 other than a rate limit in front of the
+                        // store: Loki's ingester answers for the last
+                        // stream of a push, so its stream limits can
+                        // refuse one stream after others were written.
+                        ambiguous: code != 429 || !whole_request_refused(&text),
                         retry_after,
                     }
                 } else {
@@ -386,9 +389,36 @@ fn summarize(text: &str) -> String {
     s.replace('\n', " | ")
 }
 
+/// Whether a 429's body names a rate limit that refuses a request before
+/// any of it is written: the distributor's ingestion or request rate
+/// limit (Loki: "Ingestion rate limit exceeded"; Mimir and Cortex:
+/// "ingestion rate limit", "request rate limit").
+fn whole_request_refused(body: &str) -> bool {
+    let b = body.to_ascii_lowercase();
+    b.contains("ingestion rate limit") || b.contains("request rate limit")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_rate_limits_in_front_of_the_store_refuse_a_whole_request() {
+        for body in [
+            "Ingestion rate limit exceeded for user fake (limit: 4194304 bytes/sec) while attempting to ingest '10' lines totaling '1000' bytes",
+            "the request has been rejected because the tenant exceeded the ingestion rate limit, set to 10000 items/s (err-mimir-tenant-max-ingestion-rate)",
+            "the request has been rejected because the tenant exceeded the request rate limit, set to 100 requests/s (err-mimir-tenant-max-request-rate)",
+        ] {
+            assert!(whole_request_refused(body), "{body}");
+        }
+        for body in [
+            "Maximum active stream limit exceeded when trying to create stream {app=\"x\"}, reduce the number of active streams",
+            "Per stream rate limit exceeded (limit: 3MB/sec) while attempting to ingest for stream '{app=\"x\"}' totaling 5MB",
+            "",
+        ] {
+            assert!(!whole_request_refused(body), "{body}");
+        }
+    }
 
     #[test]
     fn retry_after_accepts_seconds_and_dates() {

@@ -127,25 +127,32 @@ pub struct Page {
     pub entries: Vec<(i64, u64)>,
 }
 
-/// Whether a returned stream is the series: the same labels, or the same
-/// plus the `service_name` Loki 3 adds when the series has none.
+/// Labels Loki adds to a stream on its own, beside `service_name`:
+/// automatic stream sharding (`shard_streams`, on by default in 3.x) splits
+/// a stream pushed faster than its `desired_rate` into streams labelled
+/// `__stream_shard__="N"`, and time sharding labels very old entries
+/// `__time_shard__`. Each such stream holds part of the series' entries.
+const LOKI_SHARD_LABELS: [&str; 2] = ["__stream_shard__", "__time_shard__"];
+
+/// Whether a returned stream is (part of) the series: the same labels,
+/// plus any Loki added itself (the `service_name` Loki 3 derives when the
+/// series has none, and the shard labels).
 pub fn stream_matches(stream: &BTreeMap<String, String>, labels: &LabelSet) -> bool {
-    let pairs_match = || {
-        labels
-            .pairs()
-            .iter()
-            .all(|(k, v)| stream.get(k).is_some_and(|s| s == v))
-    };
-    if stream.len() == labels.len() {
-        pairs_match()
-    } else {
-        stream.len() == labels.len() + 1
-            && labels.get("service_name").is_none()
-            && stream
-                .get("service_name")
-                .is_some_and(|v| could_be_discovered_service_name(labels, v))
-            && pairs_match()
+    let mut matched = 0;
+    for (k, v) in stream {
+        match labels.get(k) {
+            Some(want) if want == v => matched += 1,
+            Some(_) => return false,
+            None if LOKI_SHARD_LABELS.contains(&k.as_str()) => {}
+            None if k == "service_name" => {
+                if !could_be_discovered_service_name(labels, v) {
+                    return false;
+                }
+            }
+            None => return false,
+        }
     }
+    matched == labels.len()
 }
 
 /// Whether `value` can be the `service_name` Loki 3 derived for a stream
@@ -541,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn stream_matching_is_exact_except_service_name() {
+    fn stream_matching_is_exact_except_what_loki_adds() {
         let m = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs
                 .iter()
@@ -566,6 +573,39 @@ mod tests {
         assert!(!stream_matches(
             &m(&[("app", "x"), ("service_name", "t")]),
             &with_sn
+        ));
+        // A sharded stream (Loki 3.x shards fast streams by default).
+        for shard in [
+            m(&[("app", "x"), ("__stream_shard__", "2")]),
+            m(&[
+                ("app", "x"),
+                ("__stream_shard__", "0"),
+                ("service_name", "x"),
+            ]),
+            m(&[("app", "x"), ("__time_shard__", "1700000000_1700003600")]),
+        ] {
+            assert!(stream_matches(&shard, &labels()), "{shard:?}");
+        }
+        assert!(!stream_matches(
+            &m(&[("app", "y"), ("__stream_shard__", "2")]),
+            &labels()
+        ));
+        assert!(!stream_matches(
+            &m(&[("__stream_shard__", "2"), ("service_name", "x")]),
+            &labels()
+        ));
+        assert!(!stream_matches(
+            &m(&[("app", "x"), ("__stream_shard__", "1"), ("env", "p")]),
+            &labels()
+        ));
+        let shard_label = LabelSet::new(vec![
+            ("app".into(), "x".into()),
+            ("__stream_shard__".into(), "1".into()),
+        ])
+        .unwrap();
+        assert!(!stream_matches(
+            &m(&[("app", "x"), ("__stream_shard__", "2")]),
+            &shard_label
         ));
     }
 

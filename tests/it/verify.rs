@@ -166,6 +166,85 @@ fn loki_ok_then_deleted_altered_and_inserted_entries_are_found() {
     assert_eq!(r["findings"][0]["ranges"], serde_json::json!([[a, b, 5]]));
 }
 
+/// Loki 3.x shards a stream pushed faster than `shard_streams.desired_rate`
+/// (1536KB/s by default) into streams with an extra `__stream_shard__`
+/// label; the series' entries are then spread over them. Here the rate is
+/// set low so a paced push of two series is sharded.
+#[test]
+fn loki_sharded_streams_are_read_as_their_series() {
+    let loki = LokiServer::start(LokiConfig {
+        shard_streams_desired_rate: Some(4096),
+        ..LokiConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let start = recent_start();
+    let input = gen(&[
+        "--seed",
+        "9",
+        "--start-time",
+        &start,
+        "--n-series",
+        "2",
+        "--count",
+        "1500",
+    ]);
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    push_ok(
+        &[
+            "--loki",
+            &loki.url(),
+            "--manifest",
+            s(&man),
+            "-q",
+            "--rate",
+            "1500",
+            "--linger",
+            "100ms",
+        ],
+        &input,
+    );
+    let shards: Vec<_> = loki
+        .streams()
+        .into_iter()
+        .filter(|(l, _)| l.contains_key("__stream_shard__"))
+        .collect();
+    assert!(
+        shards.len() > 2,
+        "the push was not sharded: {:?}",
+        loki.streams()
+    );
+
+    let args = [
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+        "--query-limit",
+        "400",
+    ];
+    let o = verify(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(report(&rep)["entries_found"], 3000);
+
+    // What one shard held is missing from its series.
+    let (labels, n) = &shards[0];
+    assert_eq!(loki.delete_range(labels, 0, i64::MAX), *n);
+    let o = verify(&args);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let r = report(&rep);
+    assert_eq!(r["entries_found"], 3000 - *n as u64, "{r:#}");
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["kind"] == "missing"),
+        "{r:#}"
+    );
+}
+
 #[test]
 fn prometheus_query_and_remote_read_agree_and_see_a_gap() {
     let prom = Prometheus::start();

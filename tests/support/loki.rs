@@ -65,6 +65,10 @@ pub struct LokiConfig {
     pub detected_level: bool,
     /// `max_query_length`: longer query ranges get 400.
     pub max_query_length: Duration,
+    /// `shard_streams.desired_rate` in bytes per second, when
+    /// `shard_streams.enabled` (the Loki 3.x default: on, 1536KB): a stream
+    /// pushed faster is split into streams labelled `__stream_shard__`.
+    pub shard_streams_desired_rate: Option<u64>,
 }
 
 impl Default for LokiConfig {
@@ -84,6 +88,7 @@ impl Default for LokiConfig {
             discover_service_name: true,
             detected_level: true,
             max_query_length: Duration::from_secs(721 * 3600),
+            shard_streams_desired_rate: Some(1536 * 1024),
         }
     }
 }
@@ -130,6 +135,18 @@ struct Tenant {
     interned: HashSet<Arc<str>>,
     metas: HashMap<MetaPairs, Meta>,
     bucket: Option<(f64, Instant)>,
+    /// Per stream (as pushed, before sharding): the distributor's rate store.
+    rates: HashMap<Labels, StreamRate>,
+}
+
+/// What Loki's rate store knows of a stream: its byte rate over the last
+/// full second (unknown until one has passed, so a new stream's first
+/// pushes are never sharded), and the shard the next push starts at.
+struct StreamRate {
+    window_start: Instant,
+    bytes: u64,
+    rate: Option<f64>,
+    next_shard: usize,
 }
 
 impl Tenant {
@@ -959,6 +976,14 @@ fn handle_push(shared: &Shared, tenant: &str, req: PushRequest) -> Response {
         );
     }
 
+    let accepted = match cfg.shard_streams_desired_rate {
+        Some(rate) if rate > 0 => accepted
+            .into_iter()
+            .flat_map(|acc| shard_stream(t, acc, rate as f64))
+            .collect(),
+        _ => accepted,
+    };
+
     // Ingester: lastLine dedup, unordered-window check, (ts, line) dedup.
     let window = cfg.unordered_window.as_nanos() as i64;
     let mut ingester_error: Option<String> = None;
@@ -1001,7 +1026,12 @@ fn handle_push(shared: &Shared, tenant: &str, req: PushRequest) -> Response {
         if let Some(j) = last {
             stream.last_line = Some((acc.entries[j].0, acc.entries[j].1.as_str().into()));
         }
-        if !failed.is_empty() && ingester_error.is_none() {
+        // Loki's ingester answers with the outcome of the request's last
+        // stream (`instance.Push` overwrites its error stream by stream):
+        // entries refused in an earlier stream are dropped silently when
+        // the last one is taken.
+        ingester_error = None;
+        if !failed.is_empty() {
             let mut msg = String::new();
             for (ts, err) in failed.iter().take(10) {
                 msg.push_str(&format!(
@@ -1027,6 +1057,59 @@ fn handle_push(shared: &Shared, tenant: &str, req: PushRequest) -> Response {
         return validation_err();
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// The distributor's automatic stream sharding (`shard_streams`, on by
+/// default in Loki 3.x): once a stream's rate plus this push exceeds
+/// `desired` bytes per second, its entries are dealt round-robin into
+/// `ceil((rate + push) / desired)` streams that carry the extra label
+/// `__stream_shard__="N"`, continuing from the shard the last push ended at
+/// (`pkg/distributor/distributor.go`, `shardStream`).
+fn shard_stream(t: &mut Tenant, acc: Accepted, desired: f64) -> Vec<Accepted> {
+    let push: u64 = acc.entries.iter().map(|(_, l, _)| l.len() as u64).sum();
+    let now = Instant::now();
+    let r = t.rates.entry(acc.labels.clone()).or_insert(StreamRate {
+        window_start: now,
+        bytes: 0,
+        rate: None,
+        next_shard: 0,
+    });
+    let elapsed = now.duration_since(r.window_start).as_secs_f64();
+    if elapsed >= 1.0 {
+        r.rate = Some(r.bytes as f64 / elapsed);
+        r.window_start = now;
+        r.bytes = 0;
+    }
+    r.bytes += push;
+    let shards = match r.rate {
+        Some(rate) => ((rate + push as f64) / desired).ceil() as usize,
+        None => 1,
+    };
+    if shards <= 1 {
+        return vec![acc];
+    }
+    let n = shards.min(acc.entries.len());
+    let start = r.next_shard;
+    r.next_shard = start + n;
+    let mut out: Vec<Accepted> = (0..n)
+        .map(|i| {
+            let mut labels = acc.labels.clone();
+            labels.push((
+                "__stream_shard__".into(),
+                ((start + i) % shards).to_string(),
+            ));
+            labels.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            Accepted {
+                labels_text: labels_string(&labels),
+                labels,
+                entries: Vec::new(),
+            }
+        })
+        .collect();
+    for (i, e) in acc.entries.into_iter().enumerate() {
+        out[i % n].entries.push(e);
+    }
+    out
 }
 
 // ------------------------------------------------------- selector parsing

@@ -54,6 +54,10 @@ struct Args {
     /// Do not add the detected_level structured metadata.
     #[arg(long)]
     no_detected_level: bool,
+    /// shard_streams.desired_rate, bytes per second: faster streams are
+    /// split into streams labelled __stream_shard__ (0 = no sharding).
+    #[arg(long, default_value_t = 1536 * 1024)]
+    shard_streams_desired_rate: u64,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -75,6 +79,7 @@ fn main() {
         max_query_length: a.max_query_length,
         discover_service_name: !a.no_discover_service_name,
         detected_level: !a.no_detected_level,
+        shard_streams_desired_rate: Some(a.shard_streams_desired_rate).filter(|&r| r > 0),
         ..LokiConfig::default()
     };
     let server = match LokiServer::start_on(a.addr, config) {
