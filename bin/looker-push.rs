@@ -310,6 +310,13 @@ fn run() -> anyhow::Result<Exit> {
         for (reason, n) in &report.rejected_reasons {
             eprintln!("looker-push: rejected {n} time(s): {reason}");
         }
+        if report.late_unchecked > 0 {
+            eprintln!(
+                "looker-push: {} log entries came further back in time than the pusher remembers their series ({} entries over all series), so were not checked for repeating earlier input; Loki keeps a repeated entry once, so any that did will read as missing",
+                report.late_unchecked,
+                looker::series::BEHIND_BUDGET,
+            );
+        }
     }
     Ok(match report.exit_code {
         0 => Exit::Ok,

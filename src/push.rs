@@ -28,7 +28,7 @@ use crate::manifest::{FragmentMeta, Header, ManifestWriter, Status};
 use crate::record::{self, Line, Mode, Payload, RecordError};
 use crate::report::{Latency, Progress, Stats};
 use crate::schedule::{Pace, Pacer, RateSpec};
-use crate::series::SeriesTable;
+use crate::series::{Repeat, SeriesTable};
 use crate::sink::{Delivery, RetryPolicy, Sender, Target};
 use crate::timefmt;
 
@@ -119,6 +119,9 @@ pub struct PushReport {
     pub entries_unknown: u64,
     pub skipped_lines: u64,
     pub duplicates_skipped: u64,
+    /// Log entries that arrived later than the pusher remembers their
+    /// series back: not checked for repeating an earlier entry.
+    pub late_unchecked: u64,
     pub bytes_acked: u64,
     pub requests: u64,
     pub retries: u64,
@@ -390,6 +393,7 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
         entries_unknown: unknown,
         skipped_lines: outcome.skipped,
         duplicates_skipped: s.duplicates_skipped.load(Relaxed),
+        late_unchecked: s.late_unchecked.load(Relaxed),
         bytes_acked: bytes,
         requests: s.requests.load(Relaxed),
         retries: s.retries.load(Relaxed),
@@ -1052,14 +1056,24 @@ impl BatchState<'_> {
             Payload::Line(l) => crate::checksum::log_entry(ts, l.as_bytes()),
             Payload::Value(v) => crate::checksum::metric_sample(ts, *v),
         };
+        let behind = match mode {
+            Mode::Logs => self.table.behind_allowance(),
+            Mode::Metrics => 0,
+        };
         let last = &mut self.table.last[id as usize];
         // An entry identical (timestamp and content) to one already taken
-        // at the series' latest timestamp is stored once by Loki and
-        // Prometheus: push it once, so the manifest counts what a store
-        // can hold.
-        if ts == last.max_ts && last.has(hash) {
-            self.stats.duplicates_skipped.fetch_add(1, Relaxed);
-            return Ok(());
+        // is stored once, by Loki anywhere in its stream, by Prometheus at
+        // the series' latest timestamp: push it once, so the manifest
+        // counts what a store can hold.
+        match last.repeats(ts, hash) {
+            Repeat::Yes => {
+                self.stats.duplicates_skipped.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            Repeat::Unknown => {
+                self.stats.late_unchecked.fetch_add(1, Relaxed);
+            }
+            Repeat::No => {}
         }
         if mode == Mode::Metrics && ts <= last.max_ts {
             return Err(RecordError::Ts(format!(
@@ -1067,7 +1081,7 @@ impl BatchState<'_> {
                 last.max_ts
             )));
         }
-        last.take(ts, hash);
+        last.take(ts, hash, behind);
         self.pace(orig_ts, unit, &payload);
         let Some(series) = self.table.get(id) else {
             return Err(RecordError::Json("internal error: unknown series".into()));

@@ -26,6 +26,9 @@ pub struct Stats {
     pub skipped_lines: AtomicU64,
     /// Entries identical to one already pushed at the same timestamp.
     pub duplicates_skipped: AtomicU64,
+    /// Log entries older than their series' remembered entries: not
+    /// checked for repeats (`series::Repeat::Unknown`).
+    pub late_unchecked: AtomicU64,
     pub in_flight: AtomicI64,
     /// Target rate in milli-units per second (0 = unlimited).
     pub target_rate_milli: AtomicU64,
@@ -70,6 +73,7 @@ impl Stats {
             entries_unknown: AtomicU64::new(0),
             skipped_lines: AtomicU64::new(0),
             duplicates_skipped: AtomicU64::new(0),
+            late_unchecked: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             target_rate_milli: AtomicU64::new(0),
             lag_ms: AtomicI64::new(0),

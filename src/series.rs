@@ -4,7 +4,7 @@
 //! grow memory without bound.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use std::hash::{BuildHasherDefault, Hasher};
@@ -16,7 +16,9 @@ use crate::labels::LabelSet;
 use crate::manifest::SeriesKey;
 use crate::record::{self, Mode, RecordError};
 
-/// The latest timestamp of a series and the hashes of its entries there.
+/// The latest timestamp of a series and the hashes of its entries there;
+/// for logs, also the entries taken before it, as far back as memory
+/// allows.
 #[derive(Debug)]
 pub struct Latest {
     pub max_ts: i64,
@@ -24,7 +26,31 @@ pub struct Latest {
     /// check stays linear in the input.
     at_max: Vec<u64>,
     many: Option<std::collections::HashSet<u64>>,
+    /// Logs: (ts, hash) of entries taken below `max_ts`, sorted by
+    /// timestamp. Loki keeps an entry repeated anywhere in its stream once,
+    /// so an entry that arrives late (replayed files that overlap, a log
+    /// concatenated twice) must be told from a repeat of one already
+    /// taken. Only the latest are kept: every entry taken with a timestamp
+    /// from `covered_from` to `max_ts` is here.
+    behind: VecDeque<(i64, u64)>,
+    covered_from: i64,
 }
+
+/// Whether an entry repeats one already taken in its series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    No,
+    Yes,
+    /// Older than what the series remembers: it may repeat an entry taken
+    /// long ago.
+    Unknown,
+}
+
+/// Log entries remembered below the latest timestamp, over all series
+/// (16 bytes each): each series keeps its share, at least
+/// `MIN_BEHIND_PER_SERIES`.
+pub const BEHIND_BUDGET: usize = 1 << 20;
+const MIN_BEHIND_PER_SERIES: usize = 64;
 
 impl Latest {
     fn new() -> Latest {
@@ -32,6 +58,8 @@ impl Latest {
             max_ts: i64::MIN,
             at_max: Vec::new(),
             many: None,
+            behind: VecDeque::new(),
+            covered_from: i64::MIN,
         }
     }
 
@@ -43,14 +71,60 @@ impl Latest {
         }
     }
 
-    /// Records an entry taken at `ts` (older timestamps are not tracked).
-    pub fn take(&mut self, ts: i64, hash: u64) {
+    /// Whether an entry (its timestamp and hash) repeats one taken before.
+    /// Below `max_ts`, only what `take` kept with a `behind` allowance
+    /// (logs) is known.
+    pub fn repeats(&self, ts: i64, hash: u64) -> Repeat {
         if ts > self.max_ts {
+            return Repeat::No;
+        }
+        if ts == self.max_ts {
+            return if self.has(hash) {
+                Repeat::Yes
+            } else {
+                Repeat::No
+            };
+        }
+        if ts < self.covered_from {
+            return Repeat::Unknown;
+        }
+        let from = self.behind.partition_point(|e| e.0 < ts);
+        let found = self
+            .behind
+            .range(from..)
+            .take_while(|e| e.0 == ts)
+            .any(|e| e.1 == hash);
+        if found {
+            Repeat::Yes
+        } else {
+            Repeat::No
+        }
+    }
+
+    /// Records an entry taken at `ts`. Entries below the latest timestamp
+    /// are kept (up to `behind` of them) only when `behind` is not 0.
+    pub fn take(&mut self, ts: i64, hash: u64, behind: usize) {
+        if ts > self.max_ts {
+            if behind > 0 && self.max_ts != i64::MIN {
+                let old = self.max_ts;
+                match self.many.take() {
+                    Some(set) => set.into_iter().for_each(|h| self.keep(old, h, behind)),
+                    None => {
+                        for i in 0..self.at_max.len() {
+                            let h = self.at_max[i];
+                            self.keep(old, h, behind);
+                        }
+                    }
+                }
+            }
             self.max_ts = ts;
             self.at_max.clear();
             self.many = None;
         }
         if ts != self.max_ts {
+            if behind > 0 {
+                self.keep(ts, hash, behind);
+            }
             return;
         }
         match &mut self.many {
@@ -64,6 +138,29 @@ impl Latest {
             }
             None => self.at_max.push(hash),
         }
+    }
+
+    /// Adds an entry below `max_ts` to `behind`, in timestamp order,
+    /// forgetting the oldest beyond `cap`.
+    fn keep(&mut self, ts: i64, hash: u64, cap: usize) {
+        if ts < self.covered_from {
+            return;
+        }
+        while self.behind.len() >= cap {
+            match self.behind.pop_front() {
+                Some((t, _)) => self.covered_from = self.covered_from.max(t.saturating_add(1)),
+                None => break,
+            }
+        }
+        if ts < self.covered_from {
+            return;
+        }
+        // In-order input appends; a late entry goes to its place.
+        let at = match self.behind.back() {
+            Some(&(t, _)) if t > ts => self.behind.partition_point(|e| e.0 <= ts),
+            _ => self.behind.len(),
+        };
+        self.behind.insert(at, (ts, hash));
     }
 }
 
@@ -312,6 +409,12 @@ impl SeriesTable {
         self.series.get(id as usize).and_then(Option::as_ref)
     }
 
+    /// How many log entries below its latest timestamp each series keeps
+    /// (see `Latest::take`): an equal share of `BEHIND_BUDGET`.
+    pub fn behind_allowance(&self) -> usize {
+        (BEHIND_BUDGET / self.live().max(1)).clamp(MIN_BEHIND_PER_SERIES, BEHIND_BUDGET)
+    }
+
     pub fn live(&self) -> usize {
         self.series.len() - self.free.len()
     }
@@ -419,13 +522,56 @@ mod tests {
         let mut l = Latest::new();
         for h in 0..1000u64 {
             assert!(!l.has(h));
-            l.take(5, h);
+            l.take(5, h, 0);
         }
         assert!((0..1000).all(|h| l.has(h)));
-        l.take(4, 5000); // older: not tracked
+        l.take(4, 5000, 0); // older: not tracked without an allowance
         assert!(!l.has(5000));
-        l.take(6, 1);
+        assert_eq!(l.repeats(4, 5000), Repeat::No);
+        l.take(6, 1, 0);
         assert!(l.has(1) && !l.has(2), "a newer timestamp starts afresh");
+    }
+
+    /// Log input that goes back in time (overlapping files replayed one
+    /// after the other) repeats entries below the latest timestamp; Loki
+    /// keeps them once, so they must be recognised as far back as the
+    /// allowance goes, and reported unknown beyond it.
+    #[test]
+    fn late_entries_are_told_from_repeats_as_far_back_as_remembered() {
+        let cap = 100;
+        let mut l = Latest::new();
+        // ts 0..200, two entries each (hashes 2t and 2t+1).
+        for t in 0..200i64 {
+            for h in [2 * t as u64, 2 * t as u64 + 1] {
+                assert_eq!(l.repeats(t, h), Repeat::No);
+                l.take(t, h, cap);
+            }
+        }
+        assert_eq!(l.repeats(199, 398), Repeat::Yes, "at the latest timestamp");
+        // The last `cap` entries below 199 are remembered: ts 149..=198.
+        for t in 149..199i64 {
+            assert_eq!(l.repeats(t, 2 * t as u64 + 1), Repeat::Yes, "{t}");
+            assert_eq!(l.repeats(t, 9999), Repeat::No, "{t}: new content");
+        }
+        for t in [0, 100, 148] {
+            assert_eq!(l.repeats(t, 2 * t as u64), Repeat::Unknown, "{t}");
+        }
+        // A late new entry is remembered in its place, and a repeat of it
+        // is then recognised, past newer entries at the same timestamp.
+        l.take(170, 7777, cap);
+        assert_eq!(l.repeats(170, 7777), Repeat::Yes);
+        assert_eq!(l.repeats(170, 341), Repeat::Yes);
+        // The timestamp moves on: the previous latest entries are behind.
+        l.take(300, 1, cap);
+        assert_eq!(l.repeats(199, 399), Repeat::Yes);
+        assert_eq!(l.repeats(300, 1), Repeat::Yes);
+        assert_eq!(
+            l.repeats(150, 300),
+            Repeat::Unknown,
+            "forgotten to make room, with what is older"
+        );
+        // Never more than the allowance.
+        assert!(l.behind.len() <= cap);
     }
 
     #[test]

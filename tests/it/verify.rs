@@ -245,6 +245,64 @@ fn loki_sharded_streams_are_read_as_their_series() {
     );
 }
 
+/// Two recorded files that overlap in time, replayed one after the other:
+/// the second repeats entries of the first below the stream's latest
+/// timestamp. Loki keeps each (ts, line) of a stream once, so the pusher
+/// pushes a repeat once and the manifest expects what Loki can hold.
+#[test]
+fn loki_overlapping_replays_verify_as_loki_keeps_them() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--seed",
+        "4",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "2",
+        "--count",
+        "1000",
+    ]);
+    let lines: Vec<&[u8]> = input.split_inclusive(|&b| b == b'\n').collect();
+    assert_eq!(lines.len(), 2000);
+    let (a, b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
+    std::fs::write(&a, lines[..1200].concat()).unwrap();
+    std::fs::write(&b, lines[800..].concat()).unwrap();
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    for fragment_size in ["1000", "7"] {
+        let _ = std::fs::remove_file(&man);
+        let o = push_ok(
+            &[
+                s(&a),
+                s(&b),
+                "--loki",
+                &loki.url(),
+                "--manifest",
+                s(&man),
+                "--report",
+                s(&rep),
+                "--fragment-size",
+                fragment_size,
+            ],
+            b"",
+        );
+        let r = report(&rep);
+        assert_eq!(r["duplicates_skipped"], 400, "{}", stderr(&o));
+        assert_eq!(r["entries_acked"], 2000);
+        assert_eq!(r["late_unchecked"], 0);
+        let o = verify(&[
+            "--manifest",
+            s(&man),
+            "--loki",
+            &loki.url(),
+            "--report",
+            s(&rep),
+        ]);
+        assert_eq!(code(&o), 0, "fragments of {fragment_size}: {}", stderr(&o));
+        assert_eq!(report(&rep)["entries_found"], 2000);
+    }
+}
+
 #[test]
 fn prometheus_query_and_remote_read_agree_and_see_a_gap() {
     let prom = Prometheus::start();
