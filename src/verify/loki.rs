@@ -91,7 +91,13 @@ impl LokiReader {
                 },
                 "loki query_range",
             )
-            .await?;
+            .await;
+            let body = match body {
+                // Loki fails a page over its 4MB gRPC cap (long lines): ask
+                // for fewer entries at a time.
+                Err(e) if e.to_string().contains("larger than max (") && pager.shrink() => continue,
+                b => b?,
+            };
             let page = parse_page(&body, labels)?;
             pager.accept(page, &mut |ts, hash| {
                 sink(Seen {
@@ -317,6 +323,17 @@ impl Pager {
     /// The next query to send: (start, limit), or `None` when done.
     pub fn next_request(&self) -> Option<(i64, usize)> {
         (!self.done).then_some((self.start, self.limit))
+    }
+
+    /// Halves the page size (and the most it may grow to); false when it
+    /// is already 1.
+    pub fn shrink(&mut self) -> bool {
+        if self.limit <= 1 {
+            return false;
+        }
+        self.limit /= 2;
+        self.max_limit = self.limit;
+        true
     }
 
     /// Takes the answer to the last request and passes on new entries.

@@ -301,7 +301,11 @@ pub(crate) async fn send(
                 if status.is_success() {
                     return Ok(body);
                 }
-                let retryable = status.as_u16() == 429 || status.is_server_error();
+                // A response over a gRPC message cap inside the store
+                // fails the same way every time: the caller may ask for
+                // less.
+                let retryable =
+                    (status.as_u16() == 429 || status.is_server_error()) && !too_large(&body);
                 if retryable && !last {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
@@ -316,6 +320,14 @@ pub(crate) async fn send(
             Err(e) => return Err(anyhow!("{what}: {}", crate::exit::describe(&e))),
         }
     }
+}
+
+/// Whether an error body says the answer was over a gRPC message cap
+/// between the store's own components (Loki's querier and frontend:
+/// "grpc: received message larger than max (N vs. 4194304)").
+pub(crate) fn too_large(body: &[u8]) -> bool {
+    const SAYS: &[u8] = b"larger than max (";
+    body.windows(SAYS.len()).any(|w| w == SAYS)
 }
 
 /// The start of a response body, as text, for error messages.

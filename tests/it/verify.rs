@@ -245,6 +245,46 @@ fn loki_sharded_streams_are_read_as_their_series() {
     );
 }
 
+/// Loki fails a `query_range` page larger than its 4MB gRPC message cap
+/// with a 500, whatever its `limit`; long lines hit it at the default
+/// limit. The reader then asks for fewer entries at a time. (The cap is
+/// 64KB here, so 1KB lines hit it at pages of about 60.)
+#[test]
+fn loki_pages_over_the_grpc_cap_are_read_in_smaller_pages() {
+    let loki = LokiServer::start(LokiConfig {
+        max_query_response_bytes: Some(64 * 1024),
+        ..LokiConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--seed",
+        "2",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "2",
+        "--count",
+        "400",
+        "--line-bytes",
+        "1000",
+    ]);
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    push_ok(
+        &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
+        &input,
+    );
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(report(&rep)["entries_found"], 800);
+}
+
 /// Two recorded files that overlap in time, replayed one after the other:
 /// the second repeats entries of the first below the stream's latest
 /// timestamp. Loki keeps each (ts, line) of a stream once, so the pusher

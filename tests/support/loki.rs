@@ -69,6 +69,11 @@ pub struct LokiConfig {
     /// `shard_streams.enabled` (the Loki 3.x default: on, 1536KB): a stream
     /// pushed faster is split into streams labelled `__stream_shard__`.
     pub shard_streams_desired_rate: Option<u64>,
+    /// The gRPC message cap between Loki's querier and query frontend
+    /// (`grpc_server_max_recv_msg_size`, 4MB by default): a `query_range`
+    /// page larger than this (its lines plus some bytes per entry) fails
+    /// with a 500 whatever its `limit`.
+    pub max_query_response_bytes: Option<usize>,
 }
 
 impl Default for LokiConfig {
@@ -89,6 +94,7 @@ impl Default for LokiConfig {
             detected_level: true,
             max_query_length: Duration::from_secs(721 * 3600),
             shard_streams_desired_rate: Some(1536 * 1024),
+            max_query_response_bytes: Some(4 << 20),
         }
     }
 }
@@ -1800,6 +1806,13 @@ async fn query_range(
     let t = g.get(&tenant).unwrap_or(&empty);
     let streams = sorted_streams(t, &sel);
     let hits = select(&streams, &sel, start, end, limit, forward);
+    let size: usize = hits.iter().map(|h| h.2.len() + 40).sum();
+    if let Some(max) = cfg.max_query_response_bytes.filter(|&m| size > m) {
+        return text_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rpc error: code = ResourceExhausted desc = grpc: received message larger than max ({size} vs. {max})"),
+        );
+    }
 
     // Group hits into result streams, keeping first-appearance order and
     // the requested direction inside each stream.
