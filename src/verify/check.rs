@@ -924,6 +924,11 @@ fn judge_group(
         return;
     }
 
+    if let Some(f) = whole_copies(labels, g, acc, &ok, exp) {
+        out.push(f);
+        return;
+    }
+
     // Only acknowledged contents, and they do not match.
     if let Some(grid) = g.grid {
         let ranges = missing_ranges(&acc.seen, grid, g.first_ts);
@@ -1159,6 +1164,49 @@ fn altered(mut f: Finding, exp: Digest, acc: &GroupAcc) -> Finding {
         acc.found.sum, exp.sum
     );
     f
+}
+
+/// The same contents acknowledged several times (the same input pushed by
+/// several runs) into a store that keeps every copy (the file sink,
+/// VictoriaMetrics), read back in an order that does not put the copies
+/// side by side (the file sink: one run's lines after another's), so they
+/// are not recognised as repeats one by one. Found is then exactly `m`
+/// copies of what was acknowledged, for `m` up to the number of times each
+/// content was acknowledged: information, like repeats within fragments
+/// sent more than once.
+fn whole_copies(
+    labels: &LabelSet,
+    g: &Group,
+    acc: &GroupAcc,
+    ok: &[usize],
+    exp: Digest,
+) -> Option<Finding> {
+    let acked = |u: &Unit| {
+        u.frags
+            .iter()
+            .filter(|&&i| g.fragments[i].status == Status::Ok)
+            .count() as u64
+    };
+    let copies = ok.iter().map(|&u| acked(&g.units[u])).min()?;
+    if exp.count == 0 || acc.found.count % exp.count != 0 {
+        return None;
+    }
+    let m = acc.found.count / exp.count;
+    if m < 2 || m > copies || acc.found.sum != exp.sum.wrapping_mul(m) {
+        return None;
+    }
+    let mut f = Finding::new(Kind::Duplicated, false, labels);
+    f.fragments = g.frag_ids(ok);
+    f.first_ts = Some(g.first_ts);
+    f.last_ts = Some(g.last_ts);
+    f.expected = Some(exp.count);
+    f.found = Some(acc.found.count);
+    f.ranges = vec![(g.first_ts, g.last_ts, acc.found.count - exp.count)];
+    f.detail = format!(
+        "{m} copies of each of {} entries, which were acknowledged {copies} times (pushed by several runs); the store keeps every copy",
+        exp.count
+    );
+    Some(f)
 }
 
 fn duplicated(labels: &LabelSet, g: &Group, acc: &GroupAcc, units: &[usize]) -> Finding {
@@ -1611,6 +1659,34 @@ mod tests {
         );
         assert_eq!(plan.groups.len(), 2);
         assert_eq!(plan.range(), Some((100, 105)));
+    }
+
+    /// Two runs pushed the same input into a store that keeps every copy
+    /// and reads back one run's entries after the other's (the file sink).
+    #[test]
+    fn whole_copies_of_contents_acknowledged_twice_are_information() {
+        let mut again = frag(1, Status::Ok, 100, 50, 1);
+        again.run = Arc::from("r2");
+        let frags = [frag(1, Status::Ok, 100, 50, 1), again];
+        let twice: Vec<i64> = range(100, 50, 1)
+            .into_iter()
+            .chain(range(100, 50, 1))
+            .collect();
+        let r = run(&frags, &twice);
+        assert_eq!(kinds(&r), vec![(Kind::Duplicated, false)], "{r:?}");
+        // More copies than acknowledgements, or a copy short of an entry,
+        // are discrepancies.
+        let thrice: Vec<i64> = twice.iter().chain(&range(100, 50, 1)).copied().collect();
+        assert!(run(&frags, &thrice).findings.iter().any(|f| f.discrepancy));
+        assert!(run(&frags, &twice[1..])
+            .findings
+            .iter()
+            .any(|f| f.discrepancy));
+        // Acknowledged once and found twice is still a discrepancy.
+        assert!(run(&frags[..1], &twice)
+            .findings
+            .iter()
+            .any(|f| f.discrepancy));
     }
 
     #[test]

@@ -77,6 +77,52 @@ fn file_sink_ok_then_a_deleted_line_is_missing_at_its_timestamp() {
     assert_eq!(f["ranges"], serde_json::json!([[ts, ts, 1]]));
 }
 
+/// The same input pushed twice into one file sink, by two runs with their
+/// own manifests: the sink holds two copies, each acknowledged, which
+/// verify as such (one run's lines follow the other's, so the copies are
+/// not side by side).
+#[test]
+fn file_sink_pushed_twice_holds_two_acknowledged_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--seed",
+        "6",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "3",
+        "--count",
+        "700",
+    ]);
+    let out = dir.path().join("out.ndjson");
+    let (ma, mb) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
+    for m in [&ma, &mb] {
+        push_ok(&["--file", s(&out), "--manifest", s(m), "-q"], &input);
+    }
+    let rep = dir.path().join("r.json");
+    let o = verify(&[
+        "--manifest",
+        s(&ma),
+        "--manifest",
+        s(&mb),
+        "--file",
+        s(&out),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = report(&rep);
+    assert_eq!(r["entries_found"], 4200, "{r:#}");
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["kind"] == "duplicated" && f["discrepancy"] == false),
+        "{r:#}"
+    );
+}
+
 #[test]
 fn usage_and_unreadable_manifests_exit_2() {
     let dir = tempfile::tempdir().unwrap();
