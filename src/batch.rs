@@ -470,8 +470,11 @@ impl Batcher {
         self.next_id += 1;
         let meta = f.meta(id, self.mode);
         let b = &mut self.lanes[lane];
-        if b.fragments.is_empty() {
-            b.opened = Instant::now();
+        // A message lingers from its oldest entry, not from when its first
+        // fragment was closed: an entry waits at most one linger in all,
+        // not one for its fragment and another for its message.
+        if b.fragments.is_empty() || f.opened < b.opened {
+            b.opened = f.opened;
         }
         b.entries += f.len();
         b.bytes += size;
@@ -663,6 +666,23 @@ mod tests {
         b.flush(&mut out);
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].lane, 1);
+    }
+
+    /// The sweep that closes a lingering fragment also sends its message:
+    /// the message lingers from the fragment's first entry, so an entry
+    /// waits one linger in all, not two.
+    #[test]
+    fn an_entry_waits_one_linger_in_all() {
+        let mut b = Batcher::new(Mode::Logs, limits(100, 10), 1);
+        let a = series("a", 0);
+        let mut out = Vec::new();
+        let hash = crate::checksum::log_entry(1, "x".as_bytes());
+        b.push_line(&a, 0, 1, "x", hash, &mut out);
+        // Real time must pass: the message's clock is read when the
+        // fragment joins it.
+        std::thread::sleep(Duration::from_millis(110));
+        b.sweep(Instant::now(), &mut out);
+        assert_eq!(out.len(), 1, "the fragment's message went out in the same sweep");
     }
 
     #[test]
