@@ -168,7 +168,11 @@ fn config(cli: Cli) -> anyhow::Result<PushConfig> {
         Target::Null
     };
     if let Target::Loki { url } | Target::RemoteWrite { url } = &target {
-        reqwest::Url::parse(url).with_context(|| format!("invalid URL {url:?}"))?;
+        let shown = looker::http::redact_url(url);
+        let parsed = reqwest::Url::parse(url).with_context(|| format!("invalid URL {shown:?}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            bail!("invalid URL {shown:?}: expected http or https");
+        }
     }
     let encoding = match (&target, cli.encoding) {
         (Target::RemoteWrite { .. }, _) => Encoding::RemoteWrite,

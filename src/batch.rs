@@ -682,7 +682,11 @@ mod tests {
         // fragment joins it.
         std::thread::sleep(Duration::from_millis(110));
         b.sweep(Instant::now(), &mut out);
-        assert_eq!(out.len(), 1, "the fragment's message went out in the same sweep");
+        assert_eq!(
+            out.len(),
+            1,
+            "the fragment's message went out in the same sweep"
+        );
     }
 
     #[test]

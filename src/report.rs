@@ -43,7 +43,9 @@ struct Inner {
     latency: Histogram<u64>,
     interval_latency: Histogram<u64>,
     status: BTreeMap<String, u64>,
-    rejected_reasons: BTreeMap<String, u64>,
+    /// By `reason_key`: the first reason seen exactly, how many, and
+    /// whether others that differ only in numbers were counted with it.
+    rejected_reasons: BTreeMap<String, (String, u64, bool)>,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -160,14 +162,20 @@ impl Stats {
             // A summary, not a log: reasons that differ only in numbers
             // (timestamps, counts) share a key, and the number of keys is
             // bounded whatever the server writes.
-            let key = if g.rejected_reasons.len() >= MAX_REASONS
+            let reason = reason.unwrap_or("");
+            let (key, reason) = if g.rejected_reasons.len() >= MAX_REASONS
                 && !g.rejected_reasons.contains_key(&key)
             {
-                "(other reasons)".to_string()
+                ("(other reasons)".to_string(), "(other reasons)")
             } else {
-                key
+                (key, reason)
             };
-            *g.rejected_reasons.entry(key).or_default() += 1;
+            let r = g
+                .rejected_reasons
+                .entry(key)
+                .or_insert_with(|| (reason.chars().take(200).collect(), 0, false));
+            r.1 += 1;
+            r.2 |= !reason.starts_with(&r.0);
         }
     }
 
@@ -188,14 +196,28 @@ impl Stats {
         self.lock().status.clone()
     }
 
+    /// Rejection reasons as the store wrote them (the first of each kind),
+    /// with how many rejections each stands for.
     pub fn rejected_reasons(&self) -> BTreeMap<String, u64> {
-        self.lock().rejected_reasons.clone()
+        self.lock()
+            .rejected_reasons
+            .values()
+            .map(|(example, n, varied)| {
+                let text = if *varied {
+                    format!("{example} (and the like, differing in numbers)")
+                } else {
+                    example.clone()
+                };
+                (text, *n)
+            })
+            .collect()
     }
 }
 
 const MAX_REASONS: usize = 20;
 
-/// A rejection reason with digit runs replaced by `N`, at most 200 chars.
+/// A rejection reason with digit runs replaced by `N`, at most 200 chars:
+/// reasons with the same key are counted together.
 fn reason_key(reason: &str) -> String {
     let mut out = String::new();
     let mut in_digits = false;
@@ -381,7 +403,10 @@ mod tests {
             );
         }
         let r = s.rejected_reasons();
-        assert_eq!(r["HTTP N: entry N too old at N"], 100);
+        assert_eq!(
+            r["HTTP 400: entry 0 too old at 1700000000 (and the like, differing in numbers)"], 100,
+            "{r:?}"
+        );
         assert!(r.len() <= MAX_REASONS + 1, "{}", r.len());
         assert_eq!(r.values().sum::<u64>(), 200);
     }

@@ -407,11 +407,17 @@ fn bad_flags_and_files_name_the_flag() {
         ),
         (vec!["--null", "--fragment-size", "0"], "--fragment-size"),
         (vec!["--null", "--format", "xml"], "--format"),
+        (
+            vec!["--remote-write", "ftp://127.0.0.1/x"],
+            "\"ftp://127.0.0.1/x\": expected http or https",
+        ),
+        (vec!["--loki", "http://user:secret@[::1"], "invalid URL"),
     ];
     for (args, want) in cases {
         let o = push(&args, b"");
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("secret"), "{args:?}: {}", stderr(&o));
     }
 }
 
