@@ -511,7 +511,9 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
         let splittable = msg.metas.len() > 1
             && (msg.fragments.len() == msg.metas.len()
                 || matches!(msg.encoding, Encoding::LokiProtobuf | Encoding::RemoteWrite));
-        if d.status == Status::Rejected && splittable && ctx.may_isolate() {
+        // Parts of a message refused for its credentials, tenant or URL
+        // would be refused the same way: only data errors are isolated.
+        if d.status == Status::Rejected && splittable && !d.access_refused && ctx.may_isolate() {
             for (part, pd) in isolate(&ctx, &msg, &d).await {
                 let metas = &msg.metas[part.clone()];
                 let entries = metas.iter().map(|m| m.digest.count).sum();
@@ -532,13 +534,17 @@ async fn lane(mut rx: mpsc::Receiver<(Mode, Message)>, ctx: LaneCtx) {
         // URL or a store that is down. Going on would only retry every
         // message for its whole deadline; a store that fails later in a
         // run is part of the test and is retried as usual.
-        let refused =
-            d.status == Status::Failed || (d.status == Status::Unknown && d.only_error_answers);
+        let refused = d.status == Status::Failed
+            || (d.status == Status::Unknown && d.only_error_answers)
+            || d.access_refused;
         if refused && !ctx.abandon.is_cancelled() && ctx.stats.entries_acked.load(Relaxed) == 0 {
             ctx.fail(format!(
                 "{}: nothing was ever acknowledged; {}",
                 ctx.sender.target().display_url(),
-                d.reason.as_deref().unwrap_or("the store is unreachable")
+                match (d.access_refused, d.reason.as_deref()) {
+                    (true, Some(r)) => format!("{r} (check the URL, --tenant and credentials)"),
+                    (_, r) => r.unwrap_or("the store is unreachable").to_string(),
+                }
             ));
         }
     }
@@ -570,6 +576,7 @@ impl LaneCtx {
             attempts,
             maybe_duplicated: maybe_dup,
             reason: reason.map(str::to_string),
+            access_refused: false,
         };
         self.record_parts(writer, &msg.metas, msg.entries, &d, pending_written);
     }

@@ -98,6 +98,9 @@ pub struct Delivery {
     /// Acknowledged, but an earlier attempt may also have been written.
     pub maybe_duplicated: bool,
     pub reason: Option<String>,
+    /// Rejected as a request the store will not take from us at all
+    /// (401, 403, 404, 405): credentials, tenant or URL, not the data.
+    pub access_refused: bool,
 }
 
 /// Sends bodies to one target.
@@ -295,6 +298,7 @@ impl Sender {
                     attempts,
                     maybe_duplicated: false,
                     reason: Some("abandoned in flight at shutdown".into()),
+                    access_refused: false,
                 };
             };
             let elapsed = started.elapsed();
@@ -307,6 +311,7 @@ impl Sender {
                         attempts,
                         maybe_duplicated: ambiguous_before,
                         reason: None,
+                        access_refused: false,
                     };
                 }
                 Attempt::Rejected { code, reason } => {
@@ -317,6 +322,7 @@ impl Sender {
                         attempts,
                         maybe_duplicated: false,
                         reason: Some(reason),
+                        access_refused: matches!(code, 401 | 403 | 404 | 405),
                     };
                 }
                 Attempt::Retry {
@@ -341,6 +347,7 @@ impl Sender {
                         attempts,
                         maybe_duplicated: false,
                         reason: Some(why),
+                        access_refused: false,
                     };
                     // A Retry-After past the deadline (or absurdly large)
                     // means giving up now, not overflowing.

@@ -707,6 +707,24 @@ fn tenant_auth_and_headers_are_sent_and_secrets_stay_out_of_every_record() {
         .unwrap();
     assert_eq!(denied.status.code(), Some(2), "{}", stderr(&denied));
     assert!(stderr(&denied).contains("no org id"), "{}", stderr(&denied));
+
+    // Pushing without the tenant is refused as a whole (exit 2, at once,
+    // no message split to find a culprit), and the manifest is complete.
+    let man2 = dir.path().join("m2");
+    let denied = push(&["--loki", &loki.url(), "--manifest", s(&man2)], &input);
+    assert_eq!(denied.status.code(), Some(2), "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("HTTP 401: no org id (check the URL, --tenant and credentials)"),
+        "{}",
+        stderr(&denied)
+    );
+    let t = trailer(&man2);
+    assert_eq!(t["entries"]["ok"], 0, "{t}");
+    assert_eq!(
+        t["entries"]["rejected"].as_u64().unwrap() + t["entries"]["failed"].as_u64().unwrap(),
+        600,
+        "{t}"
+    );
 }
 
 #[test]
