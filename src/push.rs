@@ -780,6 +780,13 @@ fn batch_thread(
         b.flush(&mut st.out);
     }
     st.send_out();
+    let unshown = st.skipped.saturating_sub(st.skipped_examples.len() as u64);
+    if unshown > 0 && !cfg.quiet {
+        eprintln!(
+            "looker-push: skipped {unshown} more invalid lines, not shown ({} in all)",
+            st.skipped
+        );
+    }
     if cfg.exit_after {
         std::mem::forget(std::mem::replace(&mut st.table, SeriesTable::new(1, 0)));
     }
@@ -866,6 +873,21 @@ impl BatchState<'_> {
             let this_line = line_no;
             line_no += 1;
             if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            // The reader drops only lines still growing past the limit at
+            // the end of a read; one that arrived whole is held to the
+            // same limit here, so the verdict on a line does not depend on
+            // how the input was cut into reads.
+            if line.len() > self.cfg.max_line_bytes {
+                let why = format!(
+                    "line is {} bytes, over the limit of {} (--max-line-bytes)",
+                    line.len(),
+                    self.cfg.max_line_bytes
+                );
+                if self.invalid(&block.source, this_line, &why) {
+                    return;
+                }
                 continue;
             }
             if let Err(e) = self.line(line) {

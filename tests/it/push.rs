@@ -332,6 +332,54 @@ fn skip_mode_counts_and_reports_invalid_lines() {
     );
 }
 
+/// --max-line-bytes holds every line to the limit, however the input is
+/// cut into reads (a file, a pipe), and skipped lines beyond the 20 shown
+/// are counted on stderr.
+#[test]
+fn every_line_over_max_line_bytes_is_refused_wherever_it_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = |i: usize, len: usize| {
+        let line = "x".repeat(len);
+        format!(
+            "{{\"labels\":{{\"app\":\"a\"}},\"ts\":\"{}\",\"line\":\"{line}\"}}\n",
+            1_700_000_000_000_000_000u64 + i as u64
+        )
+    };
+    // Lines 2, 4, ..., 50 are about 1500 bytes, the others about 500.
+    let input: String = (1..=50)
+        .map(|i| record(i, if i % 2 == 0 { 1450 } else { 450 }))
+        .collect();
+    let path = dir.path().join("in.ndjson");
+    std::fs::write(&path, &input).unwrap();
+    for from_file in [true, false] {
+        let out = dir.path().join("o");
+        let _ = std::fs::remove_file(&out);
+        let mut args = vec![
+            "--file",
+            s(&out),
+            "--max-line-bytes",
+            "1000",
+            "--on-invalid",
+            "skip",
+        ];
+        if from_file {
+            args.insert(0, s(&path));
+        }
+        let o = push(&args, if from_file { b"" } else { input.as_bytes() });
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains(":2: line is "), "{err}");
+        assert!(err.contains(":40: line is "), "{err}");
+        assert!(!err.contains(":42: line is "), "only 20 are shown: {err}");
+        assert!(
+            err.contains("skipped 5 more invalid lines, not shown (25 in all)"),
+            "{err}"
+        );
+        let kept = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(kept.lines().count(), 25, "from a file: {from_file}");
+    }
+}
+
 #[test]
 fn unreadable_and_corrupt_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
