@@ -49,7 +49,7 @@ pub enum Repeat {
 /// Log entries remembered below the latest timestamp, over all series
 /// (16 bytes each): each series keeps its share, at least
 /// `MIN_BEHIND_PER_SERIES`.
-pub const BEHIND_BUDGET: usize = 1 << 20;
+pub const BEHIND_BUDGET: usize = 1 << 19;
 const MIN_BEHIND_PER_SERIES: usize = 64;
 
 impl Latest {
@@ -109,6 +109,7 @@ impl Latest {
                 let old = self.max_ts;
                 match self.many.take() {
                     Some(set) => set.into_iter().for_each(|h| self.keep(old, h, behind)),
+                    None if self.at_max.len() == 1 => self.keep(old, self.at_max[0], behind),
                     None => {
                         for i in 0..self.at_max.len() {
                             let h = self.at_max[i];
@@ -152,15 +153,22 @@ impl Latest {
                 None => break,
             }
         }
+        // The allowance shrinks as series are added: give back what an
+        // early series grew to.
+        if self.behind.capacity() > 2 * cap.max(MIN_BEHIND_PER_SERIES) {
+            self.behind.shrink_to(cap);
+        }
         if ts < self.covered_from {
             return;
         }
         // In-order input appends; a late entry goes to its place.
-        let at = match self.behind.back() {
-            Some(&(t, _)) if t > ts => self.behind.partition_point(|e| e.0 <= ts),
-            _ => self.behind.len(),
-        };
-        self.behind.insert(at, (ts, hash));
+        match self.behind.back() {
+            Some(&(t, _)) if t > ts => {
+                let at = self.behind.partition_point(|e| e.0 <= ts);
+                self.behind.insert(at, (ts, hash));
+            }
+            _ => self.behind.push_back((ts, hash)),
+        }
     }
 }
 
