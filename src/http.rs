@@ -21,7 +21,7 @@ pub enum HttpConfigError {
     BadHeader(String),
     #[error("--basic-auth-user needs --basic-auth-password-file")]
     MissingPassword,
-    #[error("--tenant {0:?}: invalid tenant id (at most 150 bytes, no '|', printable ASCII)")]
+    #[error("--tenant {0:?}: invalid tenant ID: Loki, Mimir and Cortex take at most 150 of the characters a-z A-Z 0-9 ! - _ . * ' ( ), and not \".\" or \"..\"")]
     BadTenant(String),
     #[error("--ca-file {path}: {reason}")]
     BadCa { path: PathBuf, reason: String },
@@ -98,11 +98,11 @@ pub fn build_client(
 ) -> Result<reqwest::Client, HttpConfigError> {
     let mut headers = HeaderMap::new();
     if let Some(t) = &args.tenant {
-        if t.is_empty()
-            || t.len() > 150
-            || t.contains('|')
-            || !t.bytes().all(|b| (0x21..0x7f).contains(&b))
-        {
+        // The tenant ID rules Loki, Mimir and Cortex share (dskit's
+        // `tenant.ValidTenantID`): anything else is refused by the store
+        // on every request.
+        let allowed = |b: u8| b.is_ascii_alphanumeric() || b"!-_.*'()".contains(&b);
+        if t.is_empty() || t.len() > 150 || t == "." || t == ".." || !t.bytes().all(allowed) {
             return Err(HttpConfigError::BadTenant(t.clone()));
         }
         let v = HeaderValue::from_str(t).map_err(|_| HttpConfigError::BadTenant(t.clone()))?;
@@ -241,6 +241,21 @@ mod tests {
             !r.contains("secret") && !r.contains("abc") && !r.contains("user"),
             "{r}"
         );
+    }
+
+    #[test]
+    fn tenant_ids_follow_the_stores_rules() {
+        let with = |t: &str| ClientArgs {
+            tenant: Some(t.into()),
+            ..Default::default()
+        };
+        for ok in ["team-a", "Team_1.prod", "a!b*c'(d)", &"x".repeat(150)] {
+            assert!(build_client(&with(ok), "t").is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a b", "a|b", "a/b", "a:b", "été", &"x".repeat(151)] {
+            let err = build_client(&with(bad), "t").unwrap_err().to_string();
+            assert!(err.contains("invalid tenant ID"), "{bad}: {err}");
+        }
     }
 
     #[test]
