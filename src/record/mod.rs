@@ -43,6 +43,9 @@ impl Mode {
 pub enum RecordError {
     #[error("invalid JSON: {0}")]
     Json(String),
+    /// Valid JSON, but not a record or line of the forms taken.
+    #[error("{0}")]
+    Shape(String),
     #[error("invalid UTF-8")]
     Utf8,
     #[error("{0}")]
@@ -159,6 +162,7 @@ pub fn parse_any<'a>(line: &'a str, buf: &mut series::Buffers) -> Result<Line<'a
     if let Some(labels_json) = series::parse_canonical_stream(line, &mut buf.entries) {
         return Ok(Line::Stream { labels_json });
     }
+    not_an_object(line)?;
     let w: Wire<'_> = serde_json::from_str(line).map_err(|e| json_error(line, e))?;
     if w.stream.is_some() {
         let labels_json = series::stream_from_wire(w, &mut buf.entries)?;
@@ -171,9 +175,34 @@ pub fn parse_any<'a>(line: &'a str, buf: &mut series::Buffers) -> Result<Line<'a
     from_wire(w).map(Line::Record)
 }
 
+/// What a line may be, for messages about one that is none of them.
+const RECORD_FORMS: &str = "a record is {\"labels\":{..},\"ts\":\"..\",\"line\":\"..\"} (\"value\" for a metric sample), or a line of many: {\"stream\":{..},\"values\":[..]} or {\"metric\":{..},\"values\":[..],\"timestamps\":[..]}";
+
+/// serde's reason, with the position as a column: the caller names the
+/// file and line, and serde's own \"line 1\" would contradict it.
+pub(crate) fn serde_reason(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" at line ") {
+        Some(i) if e.line() == 1 => format!("{} (at column {})", &s[..i], e.column()),
+        _ => s,
+    }
+}
+
+/// Refuses JSON that is not an object: serde would read an array into a
+/// record field by field and report a confusing field error.
+fn not_an_object(line: &str) -> Result<(), RecordError> {
+    if line.trim_start().starts_with('{') {
+        return Ok(());
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(line) {
+        Ok(_) => Err(RecordError::Shape(format!("not a JSON object; {RECORD_FORMS}"))),
+        Err(e) => Err(RecordError::Json(serde_reason(&e))),
+    }
+}
+
 /// serde's reason, plus a hint for the one non-JSON form we take.
 fn json_error(line: &str, e: serde_json::Error) -> RecordError {
-    let mut msg = e.to_string();
+    let mut msg = serde_reason(&e);
     if line.contains("\"metric\"") && (line.contains("NaN") || line.contains("Inf")) {
         msg.push_str(" (bare NaN and Inf are taken only in VictoriaMetrics' own layout: {\"metric\":{..},\"values\":[..],\"timestamps\":[..]}, keys in that order, no spaces)");
     }
@@ -182,16 +211,15 @@ fn json_error(line: &str, e: serde_json::Error) -> RecordError {
 
 /// Parses one NDJSON record line (without its newline).
 pub fn parse_line(line: &str) -> Result<RawRecord<'_>, RecordError> {
-    let w: Wire<'_> = serde_json::from_str(line).map_err(|e| RecordError::Json(e.to_string()))?;
+    not_an_object(line)?;
+    let w: Wire<'_> = serde_json::from_str(line).map_err(|e| json_error(line, e))?;
     from_wire(w)
 }
 
 fn from_wire(w: Wire<'_>) -> Result<RawRecord<'_>, RecordError> {
-    let labels = w
-        .labels
-        .ok_or_else(|| RecordError::Json("missing field \"labels\"".into()))?;
-    let ts_raw =
-        w.ts.ok_or_else(|| RecordError::Json("missing field \"ts\"".into()))?;
+    let missing = |f: &str| RecordError::Shape(format!("no \"{f}\"; {RECORD_FORMS}"));
+    let labels = w.labels.ok_or_else(|| missing("labels"))?;
+    let ts_raw = w.ts.ok_or_else(|| missing("ts"))?;
     let labels_json = labels.get();
     if !labels_json.starts_with('{') {
         return Err(RecordError::Labels(LabelError::Malformed(
@@ -381,7 +409,7 @@ fn parse_line_field(raw: &str) -> Result<Cow<'_, str>, RecordError> {
         }
         return serde_json::from_str::<String>(raw)
             .map(Cow::Owned)
-            .map_err(|e| RecordError::Json(e.to_string()));
+            .map_err(|e| RecordError::Json(serde_reason(&e)));
     }
     Err(RecordError::Json(format!(
         "\"line\" must be a string, got {}",
@@ -571,8 +599,9 @@ mod tests {
     fn rejects_malformed_records_with_reasons() {
         let cases = [
             (r#"{"labels":{"a":"1"},"ts":"1","line":"x""#, "invalid JSON"),
-            (r#"{"ts":"1","line":"x"}"#, "missing field \"labels\""),
-            (r#"{"labels":{"a":"1"},"line":"x"}"#, "missing field \"ts\""),
+            (r#"{"ts":"1","line":"x"}"#, "no \"labels\""),
+            ("[1,2,3]", "not a JSON object"),
+            (r#"{"labels":{"a":"1"},"line":"x"}"#, "no \"ts\""),
             (r#"{"labels":{"a":"1"},"ts":-5,"line":"x"}"#, "invalid ts"),
             (r#"{"labels":{"a":"1"},"ts":1.5,"line":"x"}"#, "invalid ts"),
             (

@@ -225,7 +225,7 @@ pub(super) fn from_wire<'a>(
             "a series line has \"metric\", \"values\" and \"timestamps\", and none of \"labels\", \"ts\", \"line\", \"value\"".into(),
         ));
     }
-    let missing = |f: &str| RecordError::Json(format!("missing field \"{f}\""));
+    let missing = |f: &str| RecordError::Shape(format!("no \"{f}\" in a series line"));
     let labels = w.metric.ok_or_else(|| missing("metric"))?.get();
     if !labels.starts_with('{') {
         return Err(RecordError::Labels(crate::labels::LabelError::Malformed(
@@ -279,7 +279,7 @@ pub(super) fn stream_from_wire<'a>(w: Wire<'a>, out: &mut Entries) -> Result<&'a
     }
     let values = w
         .values
-        .ok_or_else(|| RecordError::Json("missing field \"values\"".into()))?;
+        .ok_or_else(|| RecordError::Shape("no \"values\" in a stream line".into()))?;
     let entries: Vec<Vec<&RawValue>> = serde_json::from_str(values.get())
         .map_err(|_| RecordError::Json("\"values\" must be an array of [ts, line] pairs".into()))?;
     if entries.is_empty() {
@@ -525,7 +525,7 @@ mod tests {
                 r#"{"stream":{"a":"b"},"values":"x"}"#,
                 "must be an array of [ts, line] pairs",
             ),
-            (r#"{"stream":{"a":"b"}}"#, "missing field \"values\""),
+            (r#"{"stream":{"a":"b"}}"#, "no \"values\""),
             (
                 r#"{"stream":["a"],"values":[["1","x"]]}"#,
                 "must be an object",
@@ -554,7 +554,7 @@ mod tests {
         ];
         let general = |line: &str| -> Result<(String, Vec<(i64, String)>), RecordError> {
             let w: crate::record::Wire<'_> =
-                serde_json::from_str(line).map_err(|e| RecordError::Json(e.to_string()))?;
+                serde_json::from_str(line).map_err(|e| RecordError::Json(crate::record::serde_reason(&e)))?;
             let mut out = Entries::default();
             let labels = stream_from_wire(w, &mut out)?;
             let e = (0..out.len()).map(|i| (out.get(i).0, out.get(i).1.to_string()));
@@ -644,11 +644,11 @@ mod tests {
             ),
             (
                 r#"{"metric":{"__name__":"m"},"timestamps":[1]}"#,
-                "missing field \"values\"",
+                "no \"values\"",
             ),
             (
                 r#"{"values":[1],"timestamps":[1]}"#,
-                "missing field \"metric\"",
+                "no \"metric\"",
             ),
             (
                 r#"{"metric":{"__name__":"m"},"values":[1,"x"],"timestamps":[1,2]}"#,
@@ -719,7 +719,7 @@ mod tests {
         }
         let general = |line: &str| -> Result<(String, Vec<(i64, u64)>), RecordError> {
             let w: crate::record::Wire<'_> =
-                serde_json::from_str(line).map_err(|e| RecordError::Json(e.to_string()))?;
+                serde_json::from_str(line).map_err(|e| RecordError::Json(crate::record::serde_reason(&e)))?;
             let mut out = Vec::new();
             let labels = from_wire(w, &mut out)?;
             Ok((labels.to_string(), bits(&out)))

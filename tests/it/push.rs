@@ -237,7 +237,7 @@ fn malformed_input_names_file_line_and_reason_and_keeps_what_was_accepted() {
         (
             "missing ts",
             br#"{"labels":{"a":"1"},"line":"x"}"#.to_vec(),
-            "missing field \"ts\"",
+            "no \"ts\"",
         ),
         (
             "wrong type",
