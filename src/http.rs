@@ -252,7 +252,17 @@ mod tests {
         for ok in ["team-a", "Team_1.prod", "a!b*c'(d)", &"x".repeat(150)] {
             assert!(build_client(&with(ok), "t").is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "a b", "a|b", "a/b", "a:b", "été", &"x".repeat(151)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a|b",
+            "a/b",
+            "a:b",
+            "été",
+            &"x".repeat(151),
+        ] {
             let err = build_client(&with(bad), "t").unwrap_err().to_string();
             assert!(err.contains("invalid tenant ID"), "{bad}: {err}");
         }

@@ -340,12 +340,21 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                     // header comes next). Cut inside a number, it is
                     // "invalid", not "EOF".
                     None if e.is_eof() || !ended => continue,
-                    None => {
-                        cut = Some(perr(e.to_string()));
-                        continue;
+                    None if !saw_header => {
+                        return Err(ManifestError::NoHeader { path: path.clone() })
                     }
+                    // Two malformed lines in a row are no crash's doing:
+                    // the first is the error.
+                    None => match cut.take() {
+                        Some(first) => return Err(first),
+                        None => {
+                            cut = Some(perr(crate::record::serde_reason(&e)));
+                            continue;
+                        }
+                    },
                 },
             };
+
             if let Some(e) = cut.take() {
                 if kind.kind != "header" {
                     return Err(e);
@@ -353,7 +362,8 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
             }
             match kind.kind.as_str() {
                 "header" => {
-                    let h: Header = serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
+                    let h: Header = serde_json::from_str(line)
+                        .map_err(|e| perr(crate::record::serde_reason(&e)))?;
                     if h.version > FORMAT_VERSION {
                         return Err(perr(format!(
                             "manifest format version {} is newer than this tool's {}",
@@ -371,15 +381,16 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                     out.headers.push(h);
                 }
                 "trailer" => {
-                    let t: Trailer = serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
+                    let t: Trailer = serde_json::from_str(line)
+                        .map_err(|e| perr(crate::record::serde_reason(&e)))?;
                     runs.insert(t.run, true);
                 }
                 "series" => {
                     if !saw_header {
                         return Err(ManifestError::NoHeader { path: path.clone() });
                     }
-                    let l: SeriesLine =
-                        serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
+                    let l: SeriesLine = serde_json::from_str(line)
+                        .map_err(|e| perr(crate::record::serde_reason(&e)))?;
                     let run = intern_run(&mut run_ids, &l.run);
                     by_sid.insert((run, l.sid), series.intern(l.labels));
                 }
@@ -387,8 +398,8 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                     if !saw_header {
                         return Err(ManifestError::NoHeader { path: path.clone() });
                     }
-                    let f: FragmentLine =
-                        serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
+                    let f: FragmentLine = serde_json::from_str(line)
+                        .map_err(|e| perr(crate::record::serde_reason(&e)))?;
                     let run = intern_run(&mut run_ids, &f.run);
                     // Only version 2 refers to series by number.
                     let v2 = f.sid.is_some() || versions.get(&f.run).is_some_and(|&v| v >= 2);
@@ -498,8 +509,8 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                     }
                 }
                 "outcome" => {
-                    let o: OutcomeLine =
-                        serde_json::from_str(line).map_err(|e| perr(e.to_string()))?;
+                    let o: OutcomeLine = serde_json::from_str(line)
+                        .map_err(|e| perr(crate::record::serde_reason(&e)))?;
                     let run = intern_run(&mut run_ids, &o.run);
                     if o.status == Status::Pending {
                         continue;

@@ -1658,6 +1658,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("m.ndjson:1"), "{err}");
+        // Two malformed lines: the first is named.
+        std::fs::write(
+            &path,
+            "{\"kind\":\"header\",\"version\":2,\"run\":\"r\",\"tool\":\"t\",\"mode\":\"logs\",\"target\":\"null\",\"url\":\"null\",\"started\":\"x\",\"hash\":\"xxh3-64-sum\"}\ngarbage\ngarbage\n{\"kind\":\"trailer\"}\n",
+        )
+        .unwrap();
+        let err = load(std::slice::from_ref(&path), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.ndjson:2: expected value (at column 1)"),
+            "{err}"
+        );
+        // Records given as a manifest: not a manifest, not a line error.
+        std::fs::write(
+            &path,
+            "{\"labels\":{\"a\":\"1\"},\"ts\":\"1\",\"line\":\"x\"}\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            load(std::slice::from_ref(&path), true),
+            Err(ManifestError::NoHeader { .. })
+        ));
         std::fs::write(&path, "").unwrap();
         assert!(matches!(
             load(&[path], true),

@@ -195,7 +195,9 @@ fn not_an_object(line: &str) -> Result<(), RecordError> {
         return Ok(());
     }
     match serde_json::from_str::<serde::de::IgnoredAny>(line) {
-        Ok(_) => Err(RecordError::Shape(format!("not a JSON object; {RECORD_FORMS}"))),
+        Ok(_) => Err(RecordError::Shape(format!(
+            "not a JSON object; {RECORD_FORMS}"
+        ))),
         Err(e) => Err(RecordError::Json(serde_reason(&e))),
     }
 }

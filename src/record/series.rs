@@ -553,8 +553,8 @@ mod tests {
             r#"{"stream":{"app":"x"},"values":[["1",""],["2","{\"json\":[1,2]}"],["3","é ü 日本"]]}"#,
         ];
         let general = |line: &str| -> Result<(String, Vec<(i64, String)>), RecordError> {
-            let w: crate::record::Wire<'_> =
-                serde_json::from_str(line).map_err(|e| RecordError::Json(crate::record::serde_reason(&e)))?;
+            let w: crate::record::Wire<'_> = serde_json::from_str(line)
+                .map_err(|e| RecordError::Json(crate::record::serde_reason(&e)))?;
             let mut out = Entries::default();
             let labels = stream_from_wire(w, &mut out)?;
             let e = (0..out.len()).map(|i| (out.get(i).0, out.get(i).1.to_string()));
@@ -646,10 +646,7 @@ mod tests {
                 r#"{"metric":{"__name__":"m"},"timestamps":[1]}"#,
                 "no \"values\"",
             ),
-            (
-                r#"{"values":[1],"timestamps":[1]}"#,
-                "no \"metric\"",
-            ),
+            (r#"{"values":[1],"timestamps":[1]}"#, "no \"metric\""),
             (
                 r#"{"metric":{"__name__":"m"},"values":[1,"x"],"timestamps":[1,2]}"#,
                 "sample 2: invalid value",
@@ -718,8 +715,8 @@ mod tests {
             );
         }
         let general = |line: &str| -> Result<(String, Vec<(i64, u64)>), RecordError> {
-            let w: crate::record::Wire<'_> =
-                serde_json::from_str(line).map_err(|e| RecordError::Json(crate::record::serde_reason(&e)))?;
+            let w: crate::record::Wire<'_> = serde_json::from_str(line)
+                .map_err(|e| RecordError::Json(crate::record::serde_reason(&e)))?;
             let mut out = Vec::new();
             let labels = from_wire(w, &mut out)?;
             Ok((labels.to_string(), bits(&out)))

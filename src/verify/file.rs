@@ -29,6 +29,8 @@ pub struct FileOutcome {
     pub unexpected_series: Vec<Finding>,
     /// Lines that are not records of the manifests' mode.
     pub bad_lines: u64,
+    /// The first of them: its line number and why.
+    pub first_bad: Option<(u64, String)>,
 }
 
 /// Where the records of one labels object go.
@@ -69,6 +71,13 @@ pub fn check_file(
     let mut stranger_index: HashMap<LabelSet, usize> = HashMap::new();
     let mut out = FileOutcome::default();
     let mut buf = Vec::with_capacity(4096);
+    let mut line_no = 0u64;
+    let bad = |out: &mut FileOutcome, line_no: u64, why: &dyn Fn() -> String| {
+        out.bad_lines += 1;
+        if out.first_bad.is_none() {
+            out.first_bad = Some((line_no, why()));
+        }
+    };
     loop {
         buf.clear();
         let n = reader
@@ -77,20 +86,26 @@ pub fn check_file(
         if n == 0 {
             break;
         }
+        line_no += 1;
         let Ok(text) = std::str::from_utf8(&buf) else {
-            out.bad_lines += 1;
+            bad(&mut out, line_no, &|| "invalid UTF-8".into());
             continue;
         };
         let text = text.trim_end_matches(['\n', '\r']);
         if text.trim().is_empty() {
             continue;
         }
-        let Ok(rec) = record::parse(text) else {
-            out.bad_lines += 1;
-            continue;
+        let rec = match record::parse(text) {
+            Ok(r) => r,
+            Err(e) => {
+                bad(&mut out, line_no, &|| e.to_string());
+                continue;
+            }
         };
         if rec.payload.mode() != mode {
-            out.bad_lines += 1;
+            bad(&mut out, line_no, &|| {
+                format!("a {:?} record", rec.payload.mode())
+            });
             continue;
         }
         let key = rec.labels_json.as_bytes();
@@ -140,7 +155,7 @@ pub fn check_file(
             }
             Route::Stranger(k) => strangers[k].1.add(rec.ts),
             Route::Skip => {}
-            Route::Bad => out.bad_lines += 1,
+            Route::Bad => bad(&mut out, line_no, &|| "malformed labels".into()),
         }
     }
     out.results = checkers
@@ -335,6 +350,10 @@ mod tests {
         let out = check(&man, &data);
         assert!(out.results[0].1.findings.is_empty());
         assert_eq!(out.bad_lines, 1);
+        let lines = std::fs::read_to_string(&data).unwrap().lines().count() as u64;
+        let (at, why) = out.first_bad.clone().unwrap();
+        assert_eq!(at, lines, "the bad line is the last");
+        assert!(why.contains("invalid JSON"), "{why}");
         assert_eq!(out.unexpected_series.len(), 1);
         let u = &out.unexpected_series[0];
         assert_eq!(u.series, set(&[("app", "zz")]));

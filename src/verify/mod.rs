@@ -552,7 +552,7 @@ async fn read_round(
     progress: &Arc<Progress>,
 ) -> anyhow::Result<(
     Vec<(usize, SeriesResult)>,
-    Option<(Vec<check::Finding>, u64)>,
+    Option<(Vec<check::Finding>, u64, Option<(u64, String)>)>,
 )> {
     match (&opts.target, reader) {
         (Target::File(path), _) => {
@@ -563,7 +563,10 @@ async fn read_round(
                 m.entries_read
                     .inc_by(out.results.iter().map(|(_, r)| r.found).sum());
             }
-            Ok((out.results, Some((out.unexpected_series, out.bad_lines))))
+            Ok((
+                out.results,
+                Some((out.unexpected_series, out.bad_lines, out.first_bad)),
+            ))
         }
         (_, Some(reader)) => {
             let done = check_series(reader, all, todo, opts.max_concurrent_reads, progress).await?;
@@ -694,15 +697,13 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
         for (i, r) in done {
             results[i] = Some(r);
         }
-        if let (true, Some((unexpected_series, bad_lines))) = (first, file_extras) {
+        if let (true, Some((unexpected_series, bad_lines, first_bad))) = (first, file_extras) {
             strangers = unexpected_series;
-            if bad_lines > 0 {
-                if let Target::File(path) = &opts.target {
-                    notes.push(format!(
-                        "{bad_lines} lines of {} are not valid records; their entries count as missing",
-                        path.display()
-                    ));
-                }
+            if let (Target::File(path), Some((line, why))) = (&opts.target, first_bad) {
+                notes.push(format!(
+                    "{bad_lines} lines of {} are not valid records (the first, line {line}: {why}); their entries count as missing",
+                    path.display()
+                ));
             }
         }
         first = false;
