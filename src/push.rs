@@ -38,7 +38,8 @@ pub enum InputFormat {
     /// per line as series lines (VictoriaMetrics' JSON line format, as its
     /// export writes) or stream lines (Loki streams, as its query answers)
     Ndjson,
-    /// Each text line is a log line; labels come from --label.
+    /// Each text line is a log line; labels come from --label (without
+    /// any, the stream is {job="looker-push"}).
     Raw,
 }
 
@@ -183,6 +184,19 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
         }
         _ => None,
     };
+    // The manifest is written from the first record on (its header needs
+    // the mode); a path that cannot be written is refused before the sink
+    // is opened or anything is sent.
+    if let Some(p) = &cfg.manifest {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|source| PushError::Io {
+                what: format!("--manifest {}", p.display()),
+                source,
+            })?;
+    }
     let sender = Arc::new(Sender::new(cfg.target.clone(), cfg.encoding, client)?);
     let run_id = random_run_id();
 

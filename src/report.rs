@@ -334,7 +334,7 @@ impl Progress {
         };
         if !self.quiet {
             eprintln!(
-                "[{:>7.1}s] {eps:>10.0} entries/s {mbps:>7.2} MB/s {rps:>7.1} req/s  p50 {:.1}ms p99 {:.1}ms  errors {errors} retries {retries} in-flight {} target {target_txt}",
+                "[{:>7.1}s] {eps:>10.0} entries/s {mbps:>7.2} MB/s {rps:>7.1} req/s  p50 {:.1}ms p99 {:.1}ms  entries not acked {errors} retries {retries} in-flight {} target {target_txt}",
                 s.elapsed().as_secs_f64(),
                 lat.p50,
                 lat.p99,
