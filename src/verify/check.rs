@@ -437,8 +437,12 @@ struct GroupAcc {
     /// Repeats outside every fragment that may have been sent twice.
     dups_unexplained: u64,
     seen: Vec<u64>,
-    /// Entries not on the step grid, or a second entry on one grid point.
+    /// Entries not on the step grid.
     off_grid: Span,
+    /// A second (or later) entry on a grid point: another copy of an
+    /// entry that was not read back side by side with it (the file sink
+    /// holds lines in the order they were written), or an extra entry.
+    again: Span,
     /// Groups of several contents only: the entries found inside each
     /// unit's own range (digest, digest12, values), and the entries inside
     /// none.
@@ -637,7 +641,7 @@ impl SeriesChecker {
             } else {
                 let (w, b) = ((k / 64) as usize, k % 64);
                 if acc.seen[w] & (1 << b) != 0 {
-                    acc.off_grid.add(ts);
+                    acc.again.add(ts);
                 } else {
                     acc.seen[w] |= 1 << b;
                 }
@@ -952,7 +956,18 @@ fn judge_group(
             );
             out.push(f);
         }
-        if missing == 0 && acc.off_grid.count == 0 {
+        if acc.again.count > 0 {
+            let mut f = base(Kind::Unexpected, true, &ok);
+            f.expected = Some(exp.count);
+            f.found = Some(acc.found.count);
+            f.ranges = vec![(acc.again.min, acc.again.max, acc.again.count)];
+            f.detail = format!(
+                "{} more entries at timestamps that already hold the one acknowledged (a second copy of it, or another entry)",
+                acc.again.count
+            );
+            out.push(f);
+        }
+        if missing == 0 && acc.off_grid.count == 0 && acc.again.count == 0 {
             out.push(altered(base(Kind::Altered, true, &ok), exp, acc));
         }
     } else if acc.found.count < exp.count {
@@ -1687,6 +1702,14 @@ mod tests {
             .findings
             .iter()
             .any(|f| f.discrepancy));
+        // One entry again, not beside its first copy: named at its
+        // timestamp as a second entry there, not as an unknown timestamp.
+        let mut once_more = range(100, 50, 1);
+        once_more.push(120);
+        let r = run(&frags[..1], &once_more);
+        assert_eq!(kinds(&r), vec![(Kind::Unexpected, true)], "{r:?}");
+        assert_eq!(r.findings[0].ranges, vec![(120, 120, 1)]);
+        assert!(r.findings[0].detail.contains("already hold"), "{r:?}");
     }
 
     #[test]
