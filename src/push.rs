@@ -362,6 +362,7 @@ async fn run_async(cfg: PushConfig) -> Result<PushReport, PushError> {
     let fatal = fatal.get().cloned();
     if let Some(w) = &writer {
         w.set_duplicates_skipped(stats.duplicates_skipped.load(Relaxed));
+        w.set_late_unchecked(stats.late_unchecked.load(Relaxed));
         let done = w.finish(
             outcome.skipped,
             was_interrupted,

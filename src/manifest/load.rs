@@ -68,6 +68,8 @@ pub struct Loaded {
     pub headers: Vec<Header>,
     /// Runs that have a header but no trailer: the pusher did not finish.
     pub unfinished_runs: Vec<String>,
+    /// Runs whose trailer counts late log entries not checked for repeats.
+    pub late_unchecked: Vec<(String, u64)>,
     /// Fragments per series, sorted by first timestamp.
     pub series: BTreeMap<LabelSet, Vec<Fragment>>,
 }
@@ -383,6 +385,9 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                 "trailer" => {
                     let t: Trailer = serde_json::from_str(line)
                         .map_err(|e| perr(crate::record::serde_reason(&e)))?;
+                    if t.late_unchecked > 0 {
+                        out.late_unchecked.push((t.run.clone(), t.late_unchecked));
+                    }
                     runs.insert(t.run, true);
                 }
                 "series" => {

@@ -260,6 +260,10 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A series' labels, written once per run before its first fragment.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeriesLine {
@@ -356,6 +360,11 @@ pub struct Trailer {
     /// pushed in their series, pushed once.
     #[serde(default)]
     pub duplicates_skipped: u64,
+    /// Log entries that came from further back than the pusher remembered
+    /// their series: not checked for repeating earlier input (a repeat
+    /// among them, kept once by Loki, reads as missing).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub late_unchecked: u64,
     pub interrupted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_error: Option<String>,
@@ -396,6 +405,7 @@ struct WriterState {
     fragments: Totals,
     entries: Totals,
     duplicates_skipped: u64,
+    late_unchecked: u64,
     /// Tells this writer's series numbers (in `SeriesKey`) from another's.
     tag: u64,
     next_sid: u64,
@@ -641,6 +651,7 @@ impl ManifestWriter {
                 fragments: Totals::default(),
                 entries: Totals::default(),
                 duplicates_skipped: 0,
+                late_unchecked: 0,
                 tag: rand::random(),
                 next_sid: 0,
             }),
@@ -774,6 +785,11 @@ impl ManifestWriter {
         self.lock().duplicates_skipped = n;
     }
 
+    /// Sets the count of late log entries not checked for repeats.
+    pub fn set_late_unchecked(&self, n: u64) {
+        self.lock().late_unchecked = n;
+    }
+
     /// Writes the trailer and syncs the file to disk.
     pub fn finish(
         &self,
@@ -782,9 +798,9 @@ impl ManifestWriter {
         input_error: Option<String>,
     ) -> Result<(), ManifestError> {
         let (fragments, entries) = self.totals();
-        let (run, duplicates_skipped) = {
+        let (run, duplicates_skipped, late_unchecked) = {
             let st = self.lock();
-            (st.run.clone(), st.duplicates_skipped)
+            (st.run.clone(), st.duplicates_skipped, st.late_unchecked)
         };
         self.write_json(&Trailer {
             kind: "trailer".into(),
@@ -793,6 +809,7 @@ impl ManifestWriter {
             entries,
             skipped_lines,
             duplicates_skipped,
+            late_unchecked,
             interrupted,
             input_error,
             finished: crate::timefmt::format_rfc3339_ns(crate::timefmt::now_ns()),
@@ -860,6 +877,26 @@ mod tests {
         assert_eq!(frags[0].count, 5);
         assert_eq!(frags[1].status, Status::Unknown);
         assert_eq!(loaded.unfinished_runs, vec!["r1".to_string()]);
+    }
+
+    /// The count of late log entries a run could not check for repeats
+    /// reaches the verifier through the trailer (absent when zero).
+    #[test]
+    fn late_unchecked_entries_are_carried_by_the_trailer() {
+        let dir = tempfile::tempdir().unwrap();
+        for (run, n) in [("r1", 0), ("r2", 7)] {
+            let path = dir.path().join(format!("{run}.ndjson"));
+            let w = ManifestWriter::create(&path, &header(run)).unwrap();
+            w.record(&[meta(1, 100, 5)], Status::Ok, 1, false, None)
+                .unwrap();
+            w.set_late_unchecked(n);
+            w.finish(0, false, None).unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.contains("late_unchecked"), n > 0, "{text}");
+            let loaded = load(&[path], true).unwrap();
+            let want: Vec<(String, u64)> = if n > 0 { vec![(run.into(), n)] } else { vec![] };
+            assert_eq!(loaded.late_unchecked, want);
+        }
     }
 
     #[test]

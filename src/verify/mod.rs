@@ -635,6 +635,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     if all.is_empty() {
         notes.push("the manifests record no fragments: nothing to check".into());
     }
+    for (run, n) in &loaded.late_unchecked {
+        notes.push(format!(
+            "run {run} took {n} log entries from further back in time than it remembered their series, unchecked for repeating earlier input: Loki keeps a repeated entry once, so if any was one, it reads as missing here"
+        ));
+    }
     for run in &loaded.unfinished_runs {
         notes.push(format!(
             "run {run} has no trailer: the push did not finish; fragments without an outcome are treated as unknown"
