@@ -877,6 +877,9 @@ impl BatchState<'_> {
         while start < data.len() {
             let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
             let mut line = &data[start..end];
+            // Measured as the reader measures a line it drops: everything
+            // before the newline.
+            let raw_len = line.len();
             start = end + 1;
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
@@ -894,10 +897,10 @@ impl BatchState<'_> {
             // the end of a read; one that arrived whole is held to the
             // same limit here, so the verdict on a line does not depend on
             // how the input was cut into reads.
-            if line.len() > self.cfg.max_line_bytes {
+            if raw_len > self.cfg.max_line_bytes {
                 let why = format!(
                     "line is {} bytes, over the limit of {} (--max-line-bytes)",
-                    line.len(),
+                    raw_len,
                     self.cfg.max_line_bytes
                 );
                 if self.invalid(&block.source, this_line, &why) {
@@ -1114,10 +1117,12 @@ impl BatchState<'_> {
                 self.stats.duplicates_skipped.fetch_add(1, Relaxed);
                 return Ok(());
             }
-            Repeat::Unknown => {
+            // Only Loki keeps a repeat anywhere in a stream once; metrics
+            // are checked for order below.
+            Repeat::Unknown if mode == Mode::Logs => {
                 self.stats.late_unchecked.fetch_add(1, Relaxed);
             }
-            Repeat::No => {}
+            Repeat::Unknown | Repeat::No => {}
         }
         if mode == Mode::Metrics && ts <= last.max_ts {
             return Err(RecordError::Ts(format!(

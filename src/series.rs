@@ -34,6 +34,9 @@ pub struct Latest {
     /// from `covered_from` to `max_ts` is here.
     behind: VecDeque<(i64, u64)>,
     covered_from: i64,
+    /// Taken with a `behind` allowance (logs): worth remembering when the
+    /// series is forgotten.
+    logs: bool,
 }
 
 /// Whether an entry repeats one already taken in its series.
@@ -60,6 +63,7 @@ impl Latest {
             many: None,
             behind: VecDeque::new(),
             covered_from: i64::MIN,
+            logs: false,
         }
     }
 
@@ -75,6 +79,11 @@ impl Latest {
     /// Below `max_ts`, only what `take` kept with a `behind` allowance
     /// (logs) is known.
     pub fn repeats(&self, ts: i64, hash: u64) -> Repeat {
+        // Checked first: a series forgotten and seen again starts above
+        // what its earlier life took (see `SeriesTable::gone`).
+        if ts < self.covered_from {
+            return Repeat::Unknown;
+        }
         if ts > self.max_ts {
             return Repeat::No;
         }
@@ -84,9 +93,6 @@ impl Latest {
             } else {
                 Repeat::No
             };
-        }
-        if ts < self.covered_from {
-            return Repeat::Unknown;
         }
         let from = self.behind.partition_point(|e| e.0 < ts);
         let found = self
@@ -104,6 +110,7 @@ impl Latest {
     /// Records an entry taken at `ts`. Entries below the latest timestamp
     /// are kept (up to `behind` of them) only when `behind` is not 0.
     pub fn take(&mut self, ts: i64, hash: u64, behind: usize) {
+        self.logs |= behind > 0;
         if ts > self.max_ts {
             if behind > 0 && self.max_ts != i64::MIN {
                 let old = self.max_ts;
@@ -279,7 +286,19 @@ pub struct SeriesTable {
     /// Above this many known series the least recently used go, idle or
     /// not.
     max_series: usize,
+    /// Series forgotten, by the hash of their labels: the latest timestamp
+    /// they had taken. One seen again cannot know whether an entry at or
+    /// below it repeats one it took before, and says so
+    /// (`Repeat::Unknown`). The oldest are dropped beyond `GONE_CAP`.
+    gone: HashMap<u64, (i64, u64), BuildHasherDefault<PreHashed>>,
+    /// (hash, record number) in the order recorded.
+    gone_order: VecDeque<(u64, u64)>,
+    gone_seq: u64,
 }
+
+/// Forgotten log series remembered by their latest timestamp (about 50
+/// bytes each).
+const GONE_CAP: usize = 1 << 18;
 
 /// Above this many known series, idle ones are forgotten.
 pub const MAX_LIVE: usize = 10_000;
@@ -295,7 +314,9 @@ pub const IDLE_TICKS: u32 = 60;
 pub const FORGOTTEN_TICKS: u32 = 600;
 
 /// Default hard limit on known series (`--max-series`): memory stays below
-/// about 2 KB times this even when series churn faster than they go idle.
+/// about 2 KB times this even when series churn faster than they go idle,
+/// plus up to 1 KB per log series for entries remembered below its latest
+/// timestamp (`BEHIND_BUDGET`, at least `MIN_BEHIND_PER_SERIES` each).
 pub const DEFAULT_MAX_SERIES: usize = 250_000;
 
 /// No series (in `SeriesTable::next` and `prev`).
@@ -322,6 +343,9 @@ impl SeriesTable {
             clock: 0,
             evicted_at: None,
             max_series: max_series.max(MAX_LIVE),
+            gone: HashMap::default(),
+            gone_order: VecDeque::new(),
+            gone_seq: 0,
         }
     }
 
@@ -404,6 +428,11 @@ impl SeriesTable {
                 id
             }
         };
+        if let Some((before, _)) = self.gone.remove(&hash) {
+            // Returning: an entry up to its earlier latest timestamp may
+            // repeat one it took then.
+            self.last[id as usize].covered_from = before.saturating_add(1);
+        }
         match self.by_labels.entry(hash) {
             Entry::Occupied(mut e) => e.get_mut().push(id),
             Entry::Vacant(e) => {
@@ -485,6 +514,22 @@ impl SeriesTable {
         let mut gone = vec![false; self.series.len()];
         let mut n = 0;
         for &(_, id) in &candidates {
+            let Latest { max_ts, logs, .. } = self.last[id as usize];
+            if let (Some(s), true) = (&self.series[id as usize], logs && max_ts != i64::MIN) {
+                let h = xxh3_64(s.key.labels_json.as_bytes());
+                self.gone_seq += 1;
+                let seq = self.gone_seq;
+                let t = self.gone.entry(h).or_insert((i64::MIN, seq));
+                *t = (t.0.max(max_ts), seq);
+                self.gone_order.push_back((h, seq));
+                if self.gone_order.len() > GONE_CAP {
+                    if let Some((old, seq)) = self.gone_order.pop_front() {
+                        if self.gone.get(&old).is_some_and(|t| t.1 == seq) {
+                            self.gone.remove(&old);
+                        }
+                    }
+                }
+            }
             self.series[id as usize] = None;
             self.last[id as usize] = Latest::new();
             self.json_key[id as usize] = 0;
@@ -597,6 +642,40 @@ mod tests {
             &l,
         )
         .unwrap()
+    }
+
+    /// A log series forgotten and seen again cannot tell a repeat of what
+    /// it took before: entries up to its earlier latest timestamp are
+    /// unknown, later ones are new.
+    #[test]
+    fn a_forgotten_log_series_seen_again_knows_what_it_cannot_check() {
+        let mut t = SeriesTable::new(1, DEFAULT_MAX_SERIES);
+        let s = t.intern_set(labels(0));
+        let m = t.intern_set(labels(1)); // a metric series: no allowance
+        for ts in 0..100 {
+            t.last[s as usize].take(ts, ts as u64, 64);
+            t.last[m as usize].take(ts, ts as u64, 0);
+        }
+        for i in 2..=MAX_LIVE {
+            t.intern_set(labels(i));
+        }
+        t.tick(FORGOTTEN_TICKS);
+        for i in 2..=MAX_LIVE {
+            t.intern_set(labels(i));
+        }
+        assert!(t.evict(|_| false) >= 2);
+        assert!(t.get(s).is_none() && t.get(m).is_none(), "both forgotten");
+        let s = t.intern_set(labels(0));
+        let l = &t.last[s as usize];
+        assert_eq!(l.repeats(50, 50), Repeat::Unknown);
+        assert_eq!(l.repeats(99, 99), Repeat::Unknown);
+        assert_eq!(l.repeats(100, 7), Repeat::No);
+        let m = t.intern_set(labels(1));
+        assert_eq!(
+            t.last[m as usize].repeats(50, 50),
+            Repeat::No,
+            "metrics: not remembered"
+        );
     }
 
     #[test]
