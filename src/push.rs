@@ -900,8 +900,7 @@ impl BatchState<'_> {
             if raw_len > self.cfg.max_line_bytes {
                 let why = format!(
                     "line is {} bytes, over the limit of {} (--max-line-bytes)",
-                    raw_len,
-                    self.cfg.max_line_bytes
+                    raw_len, self.cfg.max_line_bytes
                 );
                 if self.invalid(&block.source, this_line, &why) {
                     return;

@@ -304,6 +304,8 @@ pub struct Pager {
     seen_ts: Option<i64>,
     seen: Vec<u64>,
     done: bool,
+    /// Pages were made smaller because the store refused one as too large.
+    shrunk: bool,
 }
 
 impl Pager {
@@ -317,6 +319,7 @@ impl Pager {
             seen_ts: None,
             seen: Vec::new(),
             done: first > last,
+            shrunk: false,
         }
     }
 
@@ -333,6 +336,7 @@ impl Pager {
         }
         self.limit /= 2;
         self.max_limit = self.limit;
+        self.shrunk = true;
         true
     }
 
@@ -346,8 +350,13 @@ impl Pager {
                 self.limit = (self.limit * 2).min(self.max_limit);
                 return Ok(());
             }
+            let how = if self.shrunk {
+                "the store refuses larger answers (its gRPC message size limit, grpc_server_max_recv_msg_size/max_send_msg_size); raise it"
+            } else {
+                "raise --query-limit and the server's max_entries_limit_per_query"
+            };
             bail!(
-                "more than {} entries at timestamp {} ({}); cannot page past them: raise --query-limit and the server's max_entries_limit_per_query",
+                "more than {} entries at timestamp {} ({}); cannot page past them: {how}",
                 self.limit,
                 self.start,
                 crate::timefmt::format_rfc3339_ns(self.start)

@@ -637,7 +637,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     }
     for (run, n) in &loaded.late_unchecked {
         notes.push(format!(
-            "run {run} took {n} log entries from further back in time than it remembered their series, unchecked for repeating earlier input: Loki keeps a repeated entry once, so if any was one, it reads as missing here"
+            "run {run} took {n} log entries from further back in time than it remembered their series, unchecked for repeating earlier input: Loki keeps a repeated entry once, so against Loki any that was one reads as missing here"
         ));
     }
     for run in &loaded.unfinished_runs {
