@@ -461,6 +461,34 @@ async fn entries_too_far_behind_the_stream_head_are_rejected() {
         .0,
         204
     );
+    // Loki's ingester answers a push with its last stream's outcome: a
+    // stream's refused entries are dropped silently when a later stream
+    // of the same push is taken, and reported when it is the last.
+    let late = (t - 2 * 3600 * SEC, "too late again");
+    for (streams, want) in [
+        (
+            [
+                (r#"{app="w"}"#, vec![late]),
+                (r#"{app="u"}"#, vec![(t, "fine")]),
+            ],
+            204,
+        ),
+        (
+            [
+                (r#"{app="u"}"#, vec![(t + 1, "fine too")]),
+                (r#"{app="w"}"#, vec![late]),
+            ],
+            400,
+        ),
+    ] {
+        let (s, b) = push_proto(&url, &streams).await;
+        assert_eq!(s, want, "{b}");
+    }
+    assert_eq!(
+        srv.entry_count(),
+        6,
+        "the late entry was stored neither time"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
