@@ -259,8 +259,11 @@ impl Pacer {
         matches!(self.spec, RateSpec::Bytes { .. })
     }
 
-    /// How many units to ask for at once: about a millisecond's worth, so
-    /// pacing stays smooth without a limiter call per entry.
+    /// How many units to ask for at once: about 5 ms worth, smooth for any
+    /// store, without a limiter call (and, when ahead, a sleep and wake-up)
+    /// per entry. A millisecond's worth cost a fifth of a paced push's CPU
+    /// in wake-ups (push --null --rate 40000 over 20,000 series: 0.23-0.25
+    /// CPU-s against 0.17-0.22).
     pub fn chunk(&self) -> u32 {
         self.chunk
     }
@@ -280,7 +283,7 @@ impl Pacer {
             self.limiter = None;
             return;
         }
-        let chunk = ((rate / 1000.0) as u32).clamp(1, 65_536);
+        let chunk = ((rate / 200.0) as u32).clamp(1, 65_536);
         // A burst of only one chunk would lose every late wake-up of the
         // pacing thread for good (measured: 8% under the target rate). 50 ms
         // of headroom lets the limiter make up for them; it starts drained
@@ -315,7 +318,7 @@ impl Pacer {
             let (Some(due), Some(rate)) = (s.area(elapsed), s.rate_at(elapsed)) else {
                 return Pace::Done;
             };
-            self.chunk = ((rate / 1000.0) as u32).clamp(1, 65_536);
+            self.chunk = ((rate / 200.0) as u32).clamp(1, 65_536);
             let want = self.sent + units as f64;
             if want <= due + 1e-9 {
                 self.sent = want;
