@@ -53,12 +53,18 @@ impl Unit {
             let set = LabelSet::new(pairs).map_err(|e| e.to_string())?;
             let mut json = Vec::with_capacity(128);
             set.write_json(&mut json);
+            // Kept for the unit's life: a million series are a million of
+            // these.
+            json.shrink_to_fit();
             self.labels.push(json);
         }
-        self.log_prefix.clear();
-        self.log_prefix.extend_from_slice(b"{\"labels\":");
-        self.log_prefix.extend_from_slice(&self.labels[0]);
-        self.log_prefix.extend_from_slice(b",\"ts\":\"");
+        if matches!(self.kind, Kind::Log(_)) {
+            self.log_prefix.clear();
+            self.log_prefix.extend_from_slice(b"{\"labels\":");
+            self.log_prefix.extend_from_slice(&self.labels[0]);
+            self.log_prefix.extend_from_slice(b",\"ts\":\"");
+            self.log_prefix.shrink_to_fit();
+        }
         Ok(())
     }
 }
@@ -240,6 +246,10 @@ impl<C: Clock> Generator<C> {
                     kind,
                 };
                 u.relabel(churn)?;
+                if !churn {
+                    // Only a churn relabel reads the pairs again.
+                    u.base = Vec::new();
+                }
                 units.push(u);
             }
             i += cfg.shard.of;
@@ -293,13 +303,20 @@ impl<C: Clock> Generator<C> {
             if self.cursor >= self.units.len() {
                 self.cursor = 0;
             }
-            let u = &mut self.units[self.cursor];
-            if (self.count > 0 && u.emitted >= self.count) || u.time.finished() {
-                self.units.remove(self.cursor);
+            let count = self.count;
+            let done = |u: &Unit| (count > 0 && u.emitted >= count) || u.time.finished();
+            if done(&self.units[self.cursor]) {
+                // Units finish together (the last round of --count or
+                // --duration): take out the whole run of finished ones at
+                // once. Removing them one by one moved the rest of the
+                // Vec each time, quadratic in --n-series.
+                let run = self.units[self.cursor..].iter().take_while(|u| done(u)).count();
+                self.units.drain(self.cursor..self.cursor + run);
                 self.skipped = 0;
                 self.min_wait = i64::MAX;
                 continue;
             }
+            let u = &mut self.units[self.cursor];
             if let Some(lag) = self.lag {
                 let mut verdict = lag.check(u.time.next(), self.now);
                 if verdict != Verdict::Ready {
