@@ -310,7 +310,10 @@ impl<C: Clock> Generator<C> {
                 // --duration): take out the whole run of finished ones at
                 // once. Removing them one by one moved the rest of the
                 // Vec each time, quadratic in --n-series.
-                let run = self.units[self.cursor..].iter().take_while(|u| done(u)).count();
+                let run = self.units[self.cursor..]
+                    .iter()
+                    .take_while(|u| done(u))
+                    .count();
                 self.units.drain(self.cursor..self.cursor + run);
                 self.skipped = 0;
                 self.min_wait = i64::MAX;
