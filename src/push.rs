@@ -1003,7 +1003,12 @@ impl BatchState<'_> {
     fn record(&mut self, rec: record::RawRecord<'_>) -> Result<(), RecordError> {
         let mode = self.mode_of(rec.payload.mode())?;
         let id = self.table.intern(rec.labels_json, mode)?;
-        self.accept(id, mode, rec.ts, rec.payload)
+        // Pacing may wait (and sweep, and forget idle series) between
+        // taking the series and batching the entry: it is in use.
+        self.reading = Some(id);
+        let r = self.accept(id, mode, rec.ts, rec.payload);
+        self.reading = None;
+        r
     }
 
     /// Takes the `n` entries of a series or stream line in order (entry i

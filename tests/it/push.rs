@@ -380,6 +380,43 @@ fn every_line_over_max_line_bytes_is_refused_wherever_it_falls() {
     }
 }
 
+/// Above --max-series the pusher forgets series while they are in use; a
+/// paced push waits (and sweeps) between taking a record's series and
+/// batching its entry, and must not forget that series meanwhile.
+#[test]
+fn paced_pushes_over_max_series_keep_the_series_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--seed",
+        "8",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "12000",
+        "--count",
+        "2",
+    ]);
+    let (out, man) = (dir.path().join("o"), dir.path().join("m"));
+    let o = push(
+        &[
+            "--file",
+            s(&out),
+            "--manifest",
+            s(&man),
+            "--max-series",
+            "10000",
+            "--rate",
+            "24000",
+            "-q",
+        ],
+        &input,
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(trailer(&man)["entries"]["ok"], 24000);
+    let o = verify(&["--manifest", s(&man), "--file", s(&out), "--quiet"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
 #[test]
 fn unreadable_and_corrupt_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
