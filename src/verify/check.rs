@@ -448,6 +448,8 @@ struct GroupAcc {
     /// none.
     per_unit: Vec<(Digest, u64, Option<ValueSums>)>,
     uncovered: u64,
+    /// Entries inside no acknowledged unit's range.
+    outside_ok: u64,
     /// The checksums of the entries found at each of the group's
     /// `edge_ts`.
     at_edge: Vec<Vec<u64>>,
@@ -592,12 +594,13 @@ impl SeriesChecker {
             add_value(sums, &e);
         }
         if !acc.per_unit.is_empty() {
-            let mut covered = false;
-            let mut count = |pu: &mut (Digest, u64, Option<ValueSums>)| {
+            let (mut covered, mut covered_ok) = (false, false);
+            let mut count = |pu: &mut (Digest, u64, Option<ValueSums>), ok: bool| {
                 pu.0.add(hash);
                 pu.1 = pu.1.wrapping_add(hash12);
                 add_value(&mut pu.2, &e);
                 covered = true;
+                covered_ok |= ok;
             };
             let in_order = match acc.last_seen {
                 Some(last) => ts >= last,
@@ -615,19 +618,22 @@ impl SeriesChecker {
                 }
                 acc.active.retain(|&u| group.units[u].last_ts >= ts);
                 for &u in &acc.active {
-                    count(&mut acc.per_unit[u]);
+                    count(&mut acc.per_unit[u], group.units[u].ok);
                 }
             } else {
                 // Readers feed entries in time order; should one not, every
                 // unit is tried, as the active set only moves forward.
                 for (u, pu) in group.units.iter().zip(acc.per_unit.iter_mut()) {
                     if u.first_ts <= ts && ts <= u.last_ts {
-                        count(pu);
+                        count(pu, u.ok);
                     }
                 }
             }
             if !covered {
                 acc.uncovered += 1;
+            }
+            if !covered_ok {
+                acc.outside_ok += 1;
             }
             if let Ok(k) = group.edge_ts.binary_search(&ts) {
                 acc.at_edge[k].push(hash);
@@ -800,11 +806,28 @@ fn judge_group(
     let ok: Vec<usize> = (0..g.units.len()).filter(|&i| g.units[i].ok).collect();
     let others: Vec<usize> = (0..g.units.len()).filter(|&i| !g.units[i].ok).collect();
     let exp = sum_units(ok.iter().map(|&i| &g.units[i])).d;
-    if others.is_empty()
-        && ok.len() > 1
+    // Overlapping acknowledged contents (re-pushes cut differently) are
+    // confirmed each within its own range. Contents that were not
+    // acknowledged may overlap them too (a run that timed out, pushed
+    // again to completion) as long as no entry was found outside the
+    // acknowledged ranges: then every entry found is inside one, and each
+    // of those was found exactly.
+    if ok.len() > 1
+        && (others.is_empty() || acc.outside_ok == 0)
         && (judge_overlap_by_ranges(labels, g, acc, &ok, max_abs, out)
             || judge_overlap_by_edges(labels, g, acc, &ok, out))
     {
+        for &u in &others {
+            let unit = &g.units[u];
+            let mut f = base_finding(labels, g, Kind::Present, &[u]);
+            f.expected = Some(unit.count);
+            f.found = Some(unit.count);
+            f.detail = format!(
+                "{}; its entries were acknowledged by an overlapping fragment and found",
+                status_detail(g, unit)
+            );
+            out.push(f);
+        }
         return;
     }
     let base = |kind: Kind, discrepancy: bool, units: &[usize]| {
@@ -995,6 +1018,14 @@ fn judge_group(
     if acc.dups.count > 0 {
         out.push(duplicated(labels, g, acc, &ok));
     }
+}
+
+fn base_finding(labels: &LabelSet, g: &Group, kind: Kind, units: &[usize]) -> Finding {
+    let mut f = Finding::new(kind, false, labels);
+    f.fragments = g.frag_ids(units);
+    f.first_ts = Some(g.first_ts);
+    f.last_ts = Some(g.last_ts);
+    f
 }
 
 /// Overlapping acknowledged contents (the same input pushed by two runs
@@ -1489,6 +1520,60 @@ mod tests {
                 assert!(r.has_discrepancy(), "extra at {t}, shuffled {shuffled}");
             }
         }
+    }
+
+    /// A run whose requests timed out (fragments `unknown`) pushed again to
+    /// completion by a run with other fragment sizes: the store keeps each
+    /// entry once, and every acknowledged entry is confirmed in its range.
+    #[test]
+    fn a_timed_out_run_pushed_again_with_other_cuts_is_confirmed() {
+        let input: Vec<(i64, String)> = (0..100).map(|i| (1000 + i, format!("e{i}"))).collect();
+        let mut frags = cuts(&input, 13, "r1");
+        for f in frags.iter_mut().skip(1).step_by(3) {
+            f.status = Status::Unknown;
+        }
+        frags.extend(cuts(&input, 17, "r2"));
+        let r = check_logs(&frags, &input);
+        assert!(!r.has_discrepancy(), "{:?}", r.findings);
+        assert!(
+            r.findings.iter().any(|f| f.kind == Kind::Present),
+            "{:?}",
+            r.findings
+        );
+        for k in [0, 14, 50, 99] {
+            let mut lost = input.clone();
+            lost.remove(k);
+            assert!(
+                check_logs(&frags, &lost).has_discrepancy(),
+                "entry {k} lost"
+            );
+            let mut changed = input.clone();
+            changed[k].1.push('!');
+            assert!(
+                check_logs(&frags, &changed).has_discrepancy(),
+                "entry {k} altered"
+            );
+        }
+        let mut extra = input.clone();
+        extra.push((1050, "extra".into()));
+        assert!(
+            check_logs(&frags, &extra).has_discrepancy(),
+            "an extra entry"
+        );
+        // An unacknowledged fragment reaching past every acknowledged one:
+        // nothing found out there, so everything found was confirmed; an
+        // entry found out there is no acknowledged content's, and the
+        // general rules judge the group.
+        let mut wider = frags.clone();
+        let mut beyond = cuts(&input[90..], 10, "r1").remove(0);
+        beyond.last_ts = 1200;
+        beyond.status = Status::Unknown;
+        wider.push(beyond);
+        let r = check_logs(&wider, &input);
+        assert!(!r.has_discrepancy(), "{:?}", r.findings);
+        let mut stray = input.clone();
+        stray.push((1150, "stray".into()));
+        assert!(check_logs(&wider, &stray).has_discrepancy());
     }
 
     /// An entry sent again on its own after the pusher forgot its series
