@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::support::faultproxy::{Fault, FaultPlan, FaultProxy};
 use crate::support::loki::{LokiConfig, LokiServer};
 use crate::support::servers::{Prometheus, VictoriaMetrics};
 use crate::util::*;
@@ -329,6 +330,78 @@ fn loki_pages_over_the_grpc_cap_are_read_in_smaller_pages() {
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(report(&rep)["entries_found"], 800);
+}
+
+/// The usual recovery from timeouts: a run whose answers were lost (its
+/// fragments `unknown`) is pushed again to completion with other fragment
+/// sizes, and both manifests are verified together against the store,
+/// which keeps each entry once.
+#[test]
+fn a_run_with_unknown_fragments_pushed_again_with_other_cuts_verifies_ok() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let proxy = FaultProxy::start(
+        &loki.url(),
+        FaultPlan::random(5, vec![(0.3, Fault::ResetAfterForward)]).only_paths("/loki/api/v1/push"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let input = gen(&[
+        "--seed",
+        "61",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "4",
+        "--count",
+        "500",
+    ]);
+    let (a, b) = (dir.path().join("a.ndjson"), dir.path().join("b.ndjson"));
+    let o = push(
+        &[
+            "--loki",
+            &proxy.url(),
+            "--manifest",
+            s(&a),
+            "-q",
+            "--fragment-size",
+            "13",
+            "--fragments-per-message",
+            "2",
+            "--retry-deadline",
+            "1ms",
+        ],
+        &input,
+    );
+    assert_eq!(code(&o), 1, "some fragments unknown: {}", stderr(&o));
+    assert!(
+        trailer(&a)["fragments"]["unknown"].as_u64().unwrap() > 0,
+        "{}",
+        trailer(&a)
+    );
+    push_ok(
+        &[
+            "--loki",
+            &loki.url(),
+            "--manifest",
+            s(&b),
+            "-q",
+            "--fragment-size",
+            "17",
+        ],
+        &input,
+    );
+    let rep = dir.path().join("r.json");
+    let o = verify(&[
+        "--manifest",
+        s(&a),
+        "--manifest",
+        s(&b),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(report(&rep)["entries_found"], 2000);
 }
 
 /// Two recorded files that overlap in time, replayed one after the other:
