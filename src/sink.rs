@@ -125,16 +125,31 @@ impl Sender {
         client: Option<reqwest::Client>,
     ) -> Result<Sender, SinkOpenError> {
         let file = match &target {
-            Target::File { path } => Some(Mutex::new(
-                std::fs::OpenOptions::new()
+            Target::File { path } => {
+                let err = |source| SinkOpenError {
+                    path: path.display().to_string(),
+                    source,
+                };
+                let mut f = std::fs::OpenOptions::new()
                     .create(true)
+                    .read(true)
                     .append(true)
                     .open(path)
-                    .map_err(|source| SinkOpenError {
-                        path: path.display().to_string(),
-                        source,
-                    })?,
-            )),
+                    .map_err(err)?;
+                // A run killed mid-write left a cut last line: end it, so
+                // this run's first record is a line of its own (the cut
+                // one then reads as what it is, not as part of the next).
+                let len = f.metadata().map_err(err)?.len();
+                if len > 0 {
+                    let mut last = [0u8];
+                    std::os::unix::fs::FileExt::read_exact_at(&f, &mut last, len - 1)
+                        .map_err(err)?;
+                    if last[0] != b'\n' {
+                        std::io::Write::write_all(&mut f, b"\n").map_err(err)?;
+                    }
+                }
+                Some(Mutex::new(f))
+            }
             _ => None,
         };
         Ok(Sender {

@@ -706,7 +706,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             strangers = unexpected_series;
             if let (Target::File(path), Some((line, why))) = (&opts.target, first_bad) {
                 notes.push(format!(
-                    "{bad_lines} lines of {} are not valid records (the first, line {line}: {why}); their entries count as missing",
+                    "{bad_lines} lines of {} are not records of this mode and were not read (the first, line {line}: {why}); if pushed entries were among them, they count as missing",
                     path.display()
                 ));
             }

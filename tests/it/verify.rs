@@ -124,6 +124,34 @@ fn file_sink_pushed_twice_holds_two_acknowledged_copies() {
     );
 }
 
+/// A run killed mid-write leaves the file sink ending in a cut line; the
+/// next run's first record must not be glued onto it.
+#[test]
+fn a_file_sink_ending_in_a_cut_line_takes_the_next_run_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.ndjson");
+    std::fs::write(&out, "{\"labels\":{\"app\":\"a\"},\"ts\":\"17").unwrap();
+    let input = gen(&[
+        "--seed",
+        "2",
+        "--start-time",
+        "2024-01-01T00:00:00Z",
+        "--n-series",
+        "2",
+        "--count",
+        "50",
+    ]);
+    let man = dir.path().join("m.ndjson");
+    push_ok(&["--file", s(&out), "--manifest", s(&man), "-q"], &input);
+    let o = verify(&["--manifest", s(&man), "--file", s(&out)]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 lines of"),
+        "the cut line is noted: {}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn usage_and_unreadable_manifests_exit_2() {
     let dir = tempfile::tempdir().unwrap();
