@@ -819,7 +819,7 @@ fn judge_group(
     {
         for &u in &others {
             let unit = &g.units[u];
-            let mut f = base_finding(labels, g, Kind::Present, &[u]);
+            let mut f = base_finding(labels, g, Kind::Present, false, &[u]);
             f.expected = Some(unit.count);
             f.found = Some(unit.count);
             f.detail = format!(
@@ -831,11 +831,7 @@ fn judge_group(
         return;
     }
     let base = |kind: Kind, discrepancy: bool, units: &[usize]| {
-        let mut f = Finding::new(kind, discrepancy, labels);
-        f.fragments = g.frag_ids(units);
-        f.first_ts = Some(g.first_ts);
-        f.last_ts = Some(g.last_ts);
-        f
+        base_finding(labels, g, kind, discrepancy, units)
     };
 
     // Find which non-acknowledged contents, added to the acknowledged ones,
@@ -968,27 +964,24 @@ fn judge_group(
             f.ranges = ranges;
             out.push(f);
         }
-        if acc.off_grid.count > 0 {
-            let mut f = base(Kind::Unexpected, true, &ok);
-            f.expected = Some(exp.count);
-            f.found = Some(acc.found.count);
-            f.ranges = vec![(acc.off_grid.min, acc.off_grid.max, acc.off_grid.count)];
-            f.detail = format!(
-                "{} entries inside the fragment's range at timestamps it does not have (altered or extra)",
-                acc.off_grid.count
-            );
-            out.push(f);
-        }
-        if acc.again.count > 0 {
-            let mut f = base(Kind::Unexpected, true, &ok);
-            f.expected = Some(exp.count);
-            f.found = Some(acc.found.count);
-            f.ranges = vec![(acc.again.min, acc.again.max, acc.again.count)];
-            f.detail = format!(
-                "{} more entries at timestamps that already hold the one acknowledged (a second copy of it, or another entry)",
-                acc.again.count
-            );
-            out.push(f);
+        for (span, what) in [
+            (
+                &acc.off_grid,
+                "entries inside the fragment's range at timestamps it does not have (altered or extra)",
+            ),
+            (
+                &acc.again,
+                "more entries at timestamps that already hold the one acknowledged (a second copy of it, or another entry)",
+            ),
+        ] {
+            if span.count > 0 {
+                let mut f = base(Kind::Unexpected, true, &ok);
+                f.expected = Some(exp.count);
+                f.found = Some(acc.found.count);
+                f.ranges = vec![(span.min, span.max, span.count)];
+                f.detail = format!("{} {what}", span.count);
+                out.push(f);
+            }
         }
         if missing == 0 && acc.off_grid.count == 0 && acc.again.count == 0 {
             out.push(altered(base(Kind::Altered, true, &ok), exp, acc));
@@ -1020,8 +1013,15 @@ fn judge_group(
     }
 }
 
-fn base_finding(labels: &LabelSet, g: &Group, kind: Kind, units: &[usize]) -> Finding {
-    let mut f = Finding::new(kind, false, labels);
+/// A finding about the given units of a group, over the group's range.
+fn base_finding(
+    labels: &LabelSet,
+    g: &Group,
+    kind: Kind,
+    discrepancy: bool,
+    units: &[usize],
+) -> Finding {
+    let mut f = Finding::new(kind, discrepancy, labels);
     f.fragments = g.frag_ids(units);
     f.first_ts = Some(g.first_ts);
     f.last_ts = Some(g.last_ts);
