@@ -1093,7 +1093,7 @@ fn confirm_overlap(
     f.found = Some(acc.found.count);
     f.detail = detail;
     out.push(f);
-    if acc.dups.count > 0 && acc.dups_unexplained > 0 {
+    if acc.dups.count > 0 && (acc.dups_unexplained > 0 || copies_beyond_acks(g, acc)) {
         out.push(duplicated(labels, g, acc, ok));
     }
 }
@@ -1255,9 +1255,23 @@ fn whole_copies(
     Some(f)
 }
 
+/// More entries read back (repeats included) than the group's fragments
+/// were acknowledged with, where none may have been written twice (all
+/// acknowledged, none `maybe_duplicated`): a copy no push accounts for,
+/// even inside ranges where repeats are otherwise explained (fragments of
+/// one run that overlap in time hold different entries).
+fn copies_beyond_acks(g: &Group, acc: &GroupAcc) -> bool {
+    let plain = g
+        .fragments
+        .iter()
+        .all(|f| f.status == Status::Ok && !f.maybe_duplicated);
+    plain && acc.raw.count > g.fragments.iter().map(|f| f.count).sum::<u64>()
+}
+
 fn duplicated(labels: &LabelSet, g: &Group, acc: &GroupAcc, units: &[usize]) -> Finding {
     // Repeats of data nobody acknowledged are information, like the data.
-    let discrepancy = acc.dups_unexplained > 0 && !units.is_empty();
+    let beyond = copies_beyond_acks(g, acc);
+    let discrepancy = (acc.dups_unexplained > 0 || beyond) && !units.is_empty();
     let mut f = Finding::new(Kind::Duplicated, discrepancy, labels);
     f.fragments = if units.is_empty() {
         g.all_ids()
@@ -1268,7 +1282,14 @@ fn duplicated(labels: &LabelSet, g: &Group, acc: &GroupAcc, units: &[usize]) -> 
     f.last_ts = Some(acc.dups.max);
     f.found = Some(acc.dups.count);
     f.ranges = vec![(acc.dups.min, acc.dups.max, acc.dups.count)];
-    f.detail = if discrepancy {
+    f.detail = if discrepancy && acc.dups_unexplained == 0 {
+        format!(
+            "{} entries stored more than once: {} read back, more than the {} acknowledged, and no fragment may have been sent twice",
+            acc.dups.count,
+            acc.raw.count,
+            g.fragments.iter().map(|f| f.count).sum::<u64>()
+        )
+    } else if discrepancy {
         format!(
             "{} entries stored more than once ({} outside fragments that may have been sent twice)",
             acc.dups.count, acc.dups_unexplained
@@ -1520,6 +1541,43 @@ mod tests {
                 assert!(r.has_discrepancy(), "extra at {t}, shuffled {shuffled}");
             }
         }
+    }
+
+    /// One run whose fragments overlap in time (interleaved input) holds
+    /// different entries in each: a store holding every entry twice has a
+    /// copy no push accounts for, though repeats there would otherwise be
+    /// put down to the overlap.
+    #[test]
+    fn copies_beyond_what_was_acknowledged_are_duplicates_even_where_fragments_overlap() {
+        let e = |t: i64| (t, format!("e{t}"));
+        let input: Vec<(i64, String)> = (0..10)
+            .map(|i| e(100 + 2 * i))
+            .chain((0..10).map(|i| e(101 + 2 * i)))
+            .collect();
+        let frags = cuts(&input, 10, "r1");
+        let mut stored = input.clone();
+        stored.sort();
+        let r = check_logs(&frags, &stored);
+        assert!(!r.has_discrepancy(), "{:?}", r.findings);
+        let twice: Vec<(i64, String)> =
+            stored.iter().flat_map(|x| [x.clone(), x.clone()]).collect();
+        let r = check_logs(&frags, &twice);
+        assert!(
+            r.findings
+                .iter()
+                .any(|f| f.kind == Kind::Duplicated && f.discrepancy),
+            "{:?}",
+            r.findings
+        );
+        // The same, with one fragment maybe sent twice: explained.
+        let mut maybe = frags.clone();
+        maybe[0].maybe_duplicated = true;
+        let r = check_logs(&maybe, &twice);
+        assert!(
+            !r.findings.iter().any(|f| f.discrepancy),
+            "{:?}",
+            r.findings
+        );
     }
 
     /// A run whose requests timed out (fragments `unknown`) pushed again to
