@@ -166,7 +166,7 @@ pub fn stream_matches(stream: &BTreeMap<String, String>, labels: &LabelSet) -> b
 /// stream's labels (service, app, job, ... in an order that has grown
 /// between versions) or writes `unknown_service`. Any other value means
 /// another stream, one pushed with its own `service_name`.
-fn could_be_discovered_service_name(labels: &LabelSet, value: &str) -> bool {
+pub(crate) fn could_be_discovered_service_name(labels: &LabelSet, value: &str) -> bool {
     value == "unknown_service" || labels.pairs().iter().any(|(_, v)| v == value)
 }
 

@@ -264,6 +264,34 @@ pub(crate) fn endpoint(base: &str, path: &str) -> anyhow::Result<reqwest::Url> {
     Ok(parsed)
 }
 
+/// Loki 3 adds a `service_name` derived from a stream's labels when it
+/// has none, so a series pushed without one and the same labels pushed
+/// with the value Loki derives are one stream there. Read as two, each
+/// would take the other's entries for unexpected ones: the second is read
+/// as part of the first (whose reader also takes the stream Loki derived).
+fn merge_discovered_service_names(
+    series: &mut std::collections::BTreeMap<crate::labels::LabelSet, Vec<manifest::Fragment>>,
+) {
+    let with: Vec<crate::labels::LabelSet> = series
+        .keys()
+        .filter(|l| {
+            l.get("service_name").is_some_and(|v| {
+                let base = l.without("service_name");
+                series.contains_key(&base) && loki::could_be_discovered_service_name(&base, v)
+            })
+        })
+        .cloned()
+        .collect();
+    for l in with {
+        if let Some(frags) = series.remove(&l) {
+            if let Some(into) = series.get_mut(&l.without("service_name")) {
+                into.extend(frags);
+                into.sort_by_key(|f| f.first_ts);
+            }
+        }
+    }
+}
+
 /// Retries of one request on answers that say "try again".
 const RETRIES: u32 = 3;
 
@@ -593,6 +621,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
                 mode_name(want)
             );
         }
+    }
+    if matches!(opts.target, Target::Loki { .. }) {
+        merge_discovered_service_names(&mut loaded.series);
     }
     // VictoriaMetrics drops NaN values on ingest (with a 204): expect each
     // fragment without its NaN samples there.

@@ -432,6 +432,48 @@ fn a_run_with_unknown_fragments_pushed_again_with_other_cuts_verifies_ok() {
     assert_eq!(report(&rep)["entries_found"], 2000);
 }
 
+/// A series pushed without `service_name` and the same labels pushed with
+/// the value Loki derives for it (recorded records mixed with a logcli
+/// replay) are one stream in Loki, and verify as one.
+#[test]
+fn loki_series_with_and_without_the_derived_service_name_verify_as_one_stream() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = looker::timefmt::now_ns() - 60_000_000_000;
+    let mut input = String::new();
+    for i in 0..100i64 {
+        input.push_str(&format!(
+            "{{\"labels\":{{\"job\":\"sy3\"}},\"ts\":\"{}\",\"line\":\"plain {i}\"}}\n",
+            t0 + i * 1_000_000
+        ));
+        input.push_str(&format!(
+            "{{\"labels\":{{\"job\":\"sy3\",\"service_name\":\"sy3\"}},\"ts\":\"{}\",\"line\":\"named {i}\"}}\n",
+            t0 + i * 1_000_000 + 1
+        ));
+    }
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    push_ok(
+        &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
+        input.as_bytes(),
+    );
+    assert_eq!(
+        loki.streams().len(),
+        1,
+        "one stream in Loki: {:?}",
+        loki.streams()
+    );
+    let o = verify(&[
+        "--manifest",
+        s(&man),
+        "--loki",
+        &loki.url(),
+        "--report",
+        s(&rep),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(report(&rep)["entries_found"], 200);
+}
+
 /// Two recorded files that overlap in time, replayed one after the other:
 /// the second repeats entries of the first below the stream's latest
 /// timestamp. Loki keeps each (ts, line) of a stream once, so the pusher
