@@ -63,6 +63,13 @@ struct Cli {
     /// above this many, the least recently used too.
     #[arg(long, default_value_t = looker::series::DEFAULT_MAX_SERIES, value_name = "N")]
     max_series: usize,
+    /// Log entries remembered below their series' latest timestamp, over
+    /// all series (16 bytes each), so that an entry repeating an earlier
+    /// one is pushed once, as Loki keeps it; an entry from further back is
+    /// pushed unchecked and counted (late_unchecked). Raise it to replay
+    /// files that overlap by more.
+    #[arg(long, default_value_t = looker::series::BEHIND_BUDGET, value_name = "N")]
+    remember_entries: usize,
     /// Shift all timestamps so the run starts now, keeping spacing and order.
     #[arg(long)]
     retime: bool,
@@ -277,6 +284,7 @@ fn config(cli: Cli) -> anyhow::Result<PushConfig> {
         manifest: cli.manifest,
         max_line_bytes: cli.max_line_bytes,
         max_series: cli.max_series,
+        remember_entries: cli.remember_entries,
         report: cli.report,
         report_csv: cli.report_csv,
         progress_interval: cli.progress_interval.max(Duration::from_millis(100)),
@@ -316,9 +324,8 @@ fn run() -> anyhow::Result<Exit> {
         }
         if report.late_unchecked > 0 {
             eprintln!(
-                "looker-push: {} log entries came further back in time than the pusher remembers their series ({} entries over all series), so were not checked for repeating earlier input; Loki keeps a repeated entry once, so any that did will read as missing",
+                "looker-push: {} log entries came further back in time than the pusher remembers their series (--remember-entries), so were not checked for repeating earlier input; Loki keeps a repeated entry once, so any that did will read as missing",
                 report.late_unchecked,
-                looker::series::BEHIND_BUDGET,
             );
         }
     }

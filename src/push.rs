@@ -72,6 +72,9 @@ pub struct PushConfig {
     pub max_line_bytes: usize,
     /// Series kept in memory; see `SeriesTable::evict`.
     pub max_series: usize,
+    /// Log entries remembered below their series' latest timestamp, over
+    /// all series, to push a repeated entry once (see `series::Latest`).
+    pub remember_entries: usize,
     pub report: Option<PathBuf>,
     pub report_csv: Option<PathBuf>,
     pub progress_interval: Duration,
@@ -750,7 +753,7 @@ fn batch_thread(
         mode: fixed_mode,
         batcher: None,
         encoder: Encoder::new(cfg.encoding),
-        table: SeriesTable::new(lanes.len(), cfg.max_series),
+        table: SeriesTable::new(lanes.len(), cfg.max_series).remembering(cfg.remember_entries),
         lanes,
         out: Vec::new(),
         pacer: Pacer::new(cfg.rate.clone()),

@@ -294,6 +294,8 @@ pub struct SeriesTable {
     /// (hash, record number) in the order recorded.
     gone_order: VecDeque<(u64, u64)>,
     gone_seq: u64,
+    /// See `behind_allowance`.
+    behind_budget: usize,
 }
 
 /// Forgotten log series remembered by their latest timestamp (about 50
@@ -346,6 +348,7 @@ impl SeriesTable {
             gone: HashMap::default(),
             gone_order: VecDeque::new(),
             gone_seq: 0,
+            behind_budget: BEHIND_BUDGET,
         }
     }
 
@@ -449,7 +452,15 @@ impl SeriesTable {
     /// How many log entries below its latest timestamp each series keeps
     /// (see `Latest::take`): an equal share of `BEHIND_BUDGET`.
     pub fn behind_allowance(&self) -> usize {
-        (BEHIND_BUDGET / self.live().max(1)).clamp(MIN_BEHIND_PER_SERIES, BEHIND_BUDGET)
+        let budget = self.behind_budget.max(MIN_BEHIND_PER_SERIES);
+        (budget / self.live().max(1)).clamp(MIN_BEHIND_PER_SERIES, budget)
+    }
+
+    /// Sets how many log entries below their latest timestamp all series
+    /// remember together (`BEHIND_BUDGET` unless set).
+    pub fn remembering(mut self, entries: usize) -> SeriesTable {
+        self.behind_budget = entries;
+        self
     }
 
     pub fn live(&self) -> usize {

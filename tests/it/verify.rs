@@ -474,6 +474,69 @@ fn loki_series_with_and_without_the_derived_service_name_verify_as_one_stream() 
     assert_eq!(report(&rep)["entries_found"], 200);
 }
 
+/// A log concatenated twice repeats every entry from further back than
+/// the pusher remembers with a small --remember-entries: those are pushed
+/// unchecked and counted; remembering enough, they are pushed once and the
+/// run verifies against Loki.
+#[test]
+fn remember_entries_bounds_how_far_back_repeats_are_recognised() {
+    let loki = LokiServer::start(LokiConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let once = gen(&[
+        "--seed",
+        "12",
+        "--start-time",
+        &recent_start(),
+        "--n-series",
+        "100",
+        "--count",
+        "100",
+    ]);
+    let twice = [once.clone(), once].concat();
+    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    push_ok(
+        &[
+            "--null",
+            "--report",
+            s(&rep),
+            "-q",
+            "--remember-entries",
+            "6400",
+        ],
+        &twice,
+    );
+    assert!(
+        report(&rep)["late_unchecked"].as_u64().unwrap() > 0,
+        "{}",
+        report(&rep)
+    );
+    push_ok(
+        &[
+            "--loki",
+            &loki.url(),
+            "--manifest",
+            s(&man),
+            "--report",
+            s(&rep),
+            "-q",
+            "--remember-entries",
+            "20000",
+        ],
+        &twice,
+    );
+    let r = report(&rep);
+    assert_eq!(
+        (
+            r["late_unchecked"].as_u64(),
+            r["duplicates_skipped"].as_u64()
+        ),
+        (Some(0), Some(10000)),
+        "{r}"
+    );
+    let o = verify(&["--manifest", s(&man), "--loki", &loki.url()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
 /// Two recorded files that overlap in time, replayed one after the other:
 /// the second repeats entries of the first below the stream's latest
 /// timestamp. Loki keeps each (ts, line) of a stream once, so the pusher
