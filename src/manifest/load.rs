@@ -40,6 +40,9 @@ pub struct Fragment {
     /// Boxed for the same reason.
     pub edges: Option<Box<Edges>>,
     pub maybe_duplicated: bool,
+    /// Attempts at sending it, as recorded (0 when not known: left
+    /// pending, or written by a version that did not record them).
+    pub attempts: u32,
     pub reason: Option<String>,
     /// Set when consecutive small fragments were read as one (see
     /// `Fragment::absorb`).
@@ -499,6 +502,7 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                         values,
                         edges,
                         maybe_duplicated: f.maybe_duplicated,
+                        attempts: f.attempts,
                         reason: f.reason,
                         merged: None,
                     };
@@ -528,6 +532,7 @@ pub fn load(paths: &[PathBuf], merge_small: bool) -> Result<Loaded, ManifestErro
                         };
                         frag.status = o.status;
                         frag.maybe_duplicated = o.maybe_duplicated;
+                        frag.attempts = o.attempts;
                         frag.reason.clone_from(&o.reason);
                         settled.entry(run.clone()).or_default().insert(id);
                         finals.settle(idx, frag);

@@ -93,6 +93,7 @@ impl Fragment {
                         })),
                     },
                     maybe_duplicated: false,
+                    attempts: 1,
                     reason: None,
                     merged: None,
                 };

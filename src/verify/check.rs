@@ -1257,17 +1257,35 @@ fn whole_copies(
     Some(f)
 }
 
+/// How many copies of its entries a fragment can have left in a store
+/// that keeps every copy: one if acknowledged and never possibly sent
+/// twice, else one per recorded attempt (`None`: not known, no bound).
+fn copies_allowed(f: &Fragment) -> Option<u64> {
+    if f.status == Status::Ok && !f.maybe_duplicated {
+        return Some(1);
+    }
+    if f.attempts == 0 {
+        return None;
+    }
+    // Possibly written twice means two attempts at least.
+    let n = u64::from(f.attempts);
+    Some(if f.maybe_duplicated { n.max(2) } else { n })
+}
+
 /// More entries read back (repeats included) than the group's fragments
-/// were acknowledged with, where none may have been written twice (all
-/// acknowledged, none `maybe_duplicated`): a copy no push accounts for,
-/// even inside ranges where repeats are otherwise explained (fragments of
-/// one run that overlap in time hold different entries).
+/// can account for (each with `copies_allowed` copies): a copy no push
+/// explains, even inside ranges where repeats are otherwise explained
+/// (fragments of one run that overlap in time hold different entries; a
+/// retried fragment can have left one copy per attempt, not more).
 fn copies_beyond_acks(g: &Group, acc: &GroupAcc) -> bool {
-    let plain = g
-        .fragments
-        .iter()
-        .all(|f| f.status == Status::Ok && !f.maybe_duplicated);
-    plain && acc.raw.count > g.fragments.iter().map(|f| f.count).sum::<u64>()
+    let mut allowed = 0u64;
+    for f in &g.fragments {
+        match copies_allowed(f) {
+            Some(n) => allowed = allowed.saturating_add(f.count.saturating_mul(n)),
+            None => return false,
+        }
+    }
+    acc.raw.count > allowed
 }
 
 fn duplicated(labels: &LabelSet, g: &Group, acc: &GroupAcc, units: &[usize]) -> Finding {
@@ -1286,10 +1304,13 @@ fn duplicated(labels: &LabelSet, g: &Group, acc: &GroupAcc, units: &[usize]) -> 
     f.ranges = vec![(acc.dups.min, acc.dups.max, acc.dups.count)];
     f.detail = if discrepancy && acc.dups_unexplained == 0 {
         format!(
-            "{} entries stored more than once: {} read back, more than the {} acknowledged, and no fragment may have been sent twice",
+            "{} entries stored more than once: {} read back, more than the fragments' pushes can have left ({}, one copy per attempt where an attempt may have been written twice)",
             acc.dups.count,
             acc.raw.count,
-            g.fragments.iter().map(|f| f.count).sum::<u64>()
+            g.fragments
+                .iter()
+                .map(|f| f.count * copies_allowed(f).unwrap_or(1))
+                .sum::<u64>()
         )
     } else if discrepancy {
         format!(
@@ -1366,6 +1387,7 @@ mod tests {
             edges: None,
             values: None,
             maybe_duplicated: false,
+            attempts: 1,
             reason: None,
             merged: None,
         }
@@ -1393,6 +1415,7 @@ mod tests {
             values,
             edges: None,
             maybe_duplicated: false,
+            attempts: 1,
             reason: None,
             merged: None,
         }
@@ -1455,6 +1478,7 @@ mod tests {
                         last: at(last),
                     })),
                     maybe_duplicated: false,
+                    attempts: 1,
                     reason: None,
                     merged: None,
                 }
@@ -1571,9 +1595,31 @@ mod tests {
             "{:?}",
             r.findings
         );
-        // The same, with one fragment maybe sent twice: explained.
+        // One fragment maybe sent twice (two attempts): its entries may be
+        // there twice, the other's not.
         let mut maybe = frags.clone();
         maybe[0].maybe_duplicated = true;
+        maybe[0].attempts = 2;
+        let r = check_logs(&maybe, &twice);
+        assert!(r.findings.iter().any(|f| f.discrepancy), "{:?}", r.findings);
+        let first_twice: Vec<(i64, String)> = stored
+            .iter()
+            .flat_map(|x| {
+                if x.0 % 2 == 0 {
+                    vec![x.clone(), x.clone()]
+                } else {
+                    vec![x.clone()]
+                }
+            })
+            .collect();
+        let r = check_logs(&maybe, &first_twice);
+        assert!(
+            !r.findings.iter().any(|f| f.discrepancy),
+            "{:?}",
+            r.findings
+        );
+        // Attempts not recorded: no bound.
+        maybe[0].attempts = 0;
         let r = check_logs(&maybe, &twice);
         assert!(
             !r.findings.iter().any(|f| f.discrepancy),
@@ -1940,6 +1986,7 @@ mod tests {
             edges: None,
             values: None,
             maybe_duplicated: false,
+            attempts: 1,
             reason: None,
             merged: None,
         };

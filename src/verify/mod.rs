@@ -901,6 +901,7 @@ mod tests {
             edges: None,
             values: None,
             maybe_duplicated: false,
+            attempts: 1,
             reason: None,
             merged: None,
         };
@@ -977,6 +978,7 @@ mod tests {
                 edges: None,
                 values: None,
                 maybe_duplicated: false,
+                attempts: 1,
                 reason: None,
                 merged: None,
             };
