@@ -217,6 +217,18 @@ pub fn verify(args: &[&str]) -> Output {
         .expect("run looker-verify")
 }
 
+/// Runs looker-verify with `args` and a report, requires the verdict ok
+/// (exit 0), and returns the report.
+pub fn verify_ok(args: &[&str]) -> serde_json::Value {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rep = dir.path().join("report.json");
+    let mut all = args.to_vec();
+    all.extend(["--report", rep.to_str().expect("UTF-8 temp path")]);
+    let o = verify(&all);
+    assert_eq!(code(&o), 0, "looker-verify {args:?}: {}", stderr(&o));
+    report(&rep)
+}
+
 pub fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }

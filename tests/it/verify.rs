@@ -100,19 +100,14 @@ fn file_sink_pushed_twice_holds_two_acknowledged_copies() {
     for m in [&ma, &mb] {
         push_ok(&["--file", s(&out), "--manifest", s(m), "-q"], &input);
     }
-    let rep = dir.path().join("r.json");
-    let o = verify(&[
+    let r = verify_ok(&[
         "--manifest",
         s(&ma),
         "--manifest",
         s(&mb),
         "--file",
         s(&out),
-        "--report",
-        s(&rep),
     ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    let r = report(&rep);
     assert_eq!(r["entries_found"], 4200, "{r:#}");
     assert!(
         r["findings"]
@@ -343,21 +338,13 @@ fn loki_pages_over_the_grpc_cap_are_read_in_smaller_pages() {
         "--line-bytes",
         "1000",
     ]);
-    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let man = dir.path().join("m.ndjson");
     push_ok(
         &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
         &input,
     );
-    let o = verify(&[
-        "--manifest",
-        s(&man),
-        "--loki",
-        &loki.url(),
-        "--report",
-        s(&rep),
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(report(&rep)["entries_found"], 800);
+    let r = verify_ok(&["--manifest", s(&man), "--loki", &loki.url()]);
+    assert_eq!(r["entries_found"], 800);
 }
 
 /// The usual recovery from timeouts: a run whose answers were lost (its
@@ -417,19 +404,15 @@ fn a_run_with_unknown_fragments_pushed_again_with_other_cuts_verifies_ok() {
         ],
         &input,
     );
-    let rep = dir.path().join("r.json");
-    let o = verify(&[
+    let r = verify_ok(&[
         "--manifest",
         s(&a),
         "--manifest",
         s(&b),
         "--loki",
         &loki.url(),
-        "--report",
-        s(&rep),
     ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(report(&rep)["entries_found"], 2000);
+    assert_eq!(r["entries_found"], 2000);
 }
 
 /// A series pushed without `service_name` and the same labels pushed with
@@ -451,7 +434,7 @@ fn loki_series_with_and_without_the_derived_service_name_verify_as_one_stream() 
             t0 + i * 1_000_000 + 1
         ));
     }
-    let (man, rep) = (dir.path().join("m.ndjson"), dir.path().join("r.json"));
+    let man = dir.path().join("m.ndjson");
     push_ok(
         &["--loki", &loki.url(), "--manifest", s(&man), "-q"],
         input.as_bytes(),
@@ -462,16 +445,8 @@ fn loki_series_with_and_without_the_derived_service_name_verify_as_one_stream() 
         "one stream in Loki: {:?}",
         loki.streams()
     );
-    let o = verify(&[
-        "--manifest",
-        s(&man),
-        "--loki",
-        &loki.url(),
-        "--report",
-        s(&rep),
-    ]);
-    assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(report(&rep)["entries_found"], 200);
+    let r = verify_ok(&["--manifest", s(&man), "--loki", &loki.url()]);
+    assert_eq!(r["entries_found"], 200);
 }
 
 /// A log concatenated twice repeats every entry from further back than
@@ -582,16 +557,8 @@ fn loki_overlapping_replays_verify_as_loki_keeps_them() {
         assert_eq!(r["duplicates_skipped"], 400, "{}", stderr(&o));
         assert_eq!(r["entries_acked"], 2000);
         assert_eq!(r["late_unchecked"], 0);
-        let o = verify(&[
-            "--manifest",
-            s(&man),
-            "--loki",
-            &loki.url(),
-            "--report",
-            s(&rep),
-        ]);
-        assert_eq!(code(&o), 0, "fragments of {fragment_size}: {}", stderr(&o));
-        assert_eq!(report(&rep)["entries_found"], 2000);
+        let r = verify_ok(&["--manifest", s(&man), "--loki", &loki.url()]);
+        assert_eq!(r["entries_found"], 2000, "fragments of {fragment_size}");
     }
 }
 
