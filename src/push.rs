@@ -866,10 +866,7 @@ impl BatchState<'_> {
 
     fn block_lines(&mut self, block: input::Block) {
         for &(line_no, len) in &block.oversize {
-            let why = format!(
-                "line is {len} bytes, over the limit of {} (--max-line-bytes)",
-                self.cfg.max_line_bytes
-            );
+            let why = self.too_long(len);
             if self.invalid(&block.source, line_no, &why) {
                 return;
             }
@@ -901,10 +898,7 @@ impl BatchState<'_> {
             // same limit here, so the verdict on a line does not depend on
             // how the input was cut into reads.
             if raw_len > self.cfg.max_line_bytes {
-                let why = format!(
-                    "line is {} bytes, over the limit of {} (--max-line-bytes)",
-                    raw_len, self.cfg.max_line_bytes
-                );
+                let why = self.too_long(raw_len as u64);
                 if self.invalid(&block.source, this_line, &why) {
                     return;
                 }
@@ -920,6 +914,14 @@ impl BatchState<'_> {
                 return;
             }
         }
+    }
+
+    /// Why a line of `len` bytes is refused.
+    fn too_long(&self, len: u64) -> String {
+        format!(
+            "line is {len} bytes, over the limit of {} (--max-line-bytes)",
+            self.cfg.max_line_bytes
+        )
     }
 
     /// Handles an invalid line; returns true if reading must stop.

@@ -116,7 +116,6 @@ impl Latest {
                 let old = self.max_ts;
                 match self.many.take() {
                     Some(set) => set.into_iter().for_each(|h| self.keep(old, h, behind)),
-                    None if self.at_max.len() == 1 => self.keep(old, self.at_max[0], behind),
                     None => {
                         for i in 0..self.at_max.len() {
                             let h = self.at_max[i];
